@@ -1,0 +1,1 @@
+"""Pulumi components: the network and one component per kind of Kazoo server."""

@@ -1,0 +1,230 @@
+"""AWS seam (pulumi-aws).
+
+One security group per role, created empty by the network so that every role's rules can reference
+the groups of its peers; each rule is its own resource, named from its content, so a change to one
+CIDR list shows as one added and one removed rule in a preview.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import pulumi
+import pulumi_aws as aws
+
+from components.clouds.base import CloudSeam, NetworkRefs, ServerRefs, resource_name
+from core.bootstrap import encode_user_data
+from core.firewall import Rule
+from core.plan import Host, Plan
+from core.roles import ALL_ROLES, Role
+
+DEBIAN_OWNER = "136693071363"  # Debian's official AWS account
+DEBIAN_IMAGES = {"debian-12": "debian-12-amd64-*", "debian-13": "debian-13-amd64-*"}
+ROOT_VOLUME_GB = 40
+DATA_DEVICE = "/dev/sdf"
+
+
+class AwsSeam(CloudSeam):
+    def __init__(self, settings, stack):
+        super().__init__(settings, stack)
+        self._provider: Optional[aws.Provider] = None
+        self._ami: Optional[pulumi.Output[str]] = None
+
+    # One explicit provider, so the stack's region is the one in kazoo:aws.region.
+    def opts(self, parent, **kwargs) -> pulumi.ResourceOptions:
+        if self._provider is None:
+            self._provider = aws.Provider(
+                "aws",
+                region=self.settings.aws.region,
+                default_tags=aws.ProviderDefaultTagsArgs(tags=self.labels()),
+            )
+        return pulumi.ResourceOptions(parent=parent, provider=self._provider, **kwargs)
+
+    def tags(self, name: str, roles: tuple[Role, ...] = ()) -> dict[str, str]:
+        return {"Name": name, **self.labels(roles)}
+
+    def ami(self, parent) -> pulumi.Output[str]:
+        """A pinned AMI id, or a lookup of Debian's own images whose result is exported.
+
+        Running instances ignore later lookups (ignore_changes on ami), so a newer image reaches only
+        new hosts and shows in the `image` output instead of silently replacing servers.
+        """
+        image = self.settings.image
+        if image.startswith("ami-"):
+            return pulumi.Output.from_input(image)
+        if self._ami is None:
+            found = aws.ec2.get_ami_output(
+                owners=[DEBIAN_OWNER],
+                most_recent=True,
+                filters=[
+                    aws.ec2.GetAmiFilterArgs(name="name", values=[DEBIAN_IMAGES.get(image, image)]),
+                    aws.ec2.GetAmiFilterArgs(name="architecture", values=["x86_64"]),
+                ],
+                opts=pulumi.InvokeOptions(provider=self.opts(parent).provider),
+            )
+            self._ami = found.id
+        return self._ami
+
+    def network(self, plan: Plan, parent) -> NetworkRefs:
+        vpc = aws.ec2.Vpc(
+            "vpc",
+            cidr_block=plan.network_cidr,
+            enable_dns_hostnames=True,
+            enable_dns_support=True,
+            tags=self.tags(f"kazoo-{self.stack}"),
+            opts=self.opts(parent),
+        )
+        gateway = aws.ec2.InternetGateway(
+            "internet-gateway", vpc_id=vpc.id, tags=self.tags(f"kazoo-{self.stack}"), opts=self.opts(parent)
+        )
+        routes = aws.ec2.RouteTable(
+            "public-routes",
+            vpc_id=vpc.id,
+            routes=[aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", gateway_id=gateway.id)],
+            tags=self.tags(f"kazoo-{self.stack}-public"),
+            opts=self.opts(parent),
+        )
+        subnets = {}
+        for zone, cidr in plan.subnets.items():
+            subnet = aws.ec2.Subnet(
+                f"subnet-{zone}",
+                vpc_id=vpc.id,
+                cidr_block=cidr,
+                availability_zone=zone,
+                map_public_ip_on_launch=True,  # outbound for hosts without an Elastic IP
+                tags=self.tags(f"kazoo-{self.stack}-{zone}"),
+                opts=self.opts(parent),
+            )
+            aws.ec2.RouteTableAssociation(
+                f"subnet-{zone}", subnet_id=subnet.id, route_table_id=routes.id, opts=self.opts(parent)
+            )
+            subnets[zone] = subnet
+        groups = {}
+        for role in ALL_ROLES:
+            group = aws.ec2.SecurityGroup(
+                f"{role.value}-sg",
+                vpc_id=vpc.id,
+                description=f"Kazoo {role.value} hosts ({self.stack})",
+                tags=self.tags(f"kazoo-{self.stack}-{role.value}"),
+                opts=self.opts(parent),
+            )
+            # Hosts fetch packages and reach carriers: outbound is open, inbound is the matrix.
+            aws.vpc.SecurityGroupEgressRule(
+                f"{role.value}-egress-all",
+                security_group_id=group.id,
+                ip_protocol="-1",
+                cidr_ipv4="0.0.0.0/0",
+                description="all outbound",
+                opts=self.opts(parent),
+            )
+            groups[role] = group
+        return NetworkRefs(
+            network_id=vpc.id,
+            subnet_ids={zone: s.id for zone, s in subnets.items()},
+            subnet_resources=list(subnets.values()),
+            security_groups=groups,
+        )
+
+    def role_firewall(self, role: Role, rules: list[Rule], network: NetworkRefs, parent) -> None:
+        group = network.security_groups[role]
+        for rule in rules:
+            common = dict(
+                security_group_id=group.id,
+                ip_protocol=rule.protocol,
+                from_port=rule.ports[0],
+                to_port=rule.ports[1],
+                opts=self.opts(parent),
+            )
+            base = (role.value, rule.purpose, rule.protocol, rule.port_text)
+            if rule.public:
+                # The VPC is IPv4-only: IPv6 sources have nothing to reach.
+                for cidr in (c for c in rule.source.cidrs if ":" not in c):
+                    aws.vpc.SecurityGroupIngressRule(
+                        resource_name(*base, "from", cidr),
+                        cidr_ipv4=cidr,
+                        description=f"{rule.purpose} from {rule.source} {cidr}",
+                        **common,
+                    )
+            else:
+                aws.vpc.SecurityGroupIngressRule(
+                    resource_name(*base, "from", rule.source.value),
+                    referenced_security_group_id=network.security_groups[rule.source].id,
+                    description=f"{rule.purpose} from {rule.source.value} hosts",
+                    **common,
+                )
+
+    def spread_group(self, key: str, parent) -> pulumi.Resource:
+        return aws.ec2.PlacementGroup(
+            f"{key}-spread",
+            strategy="spread",
+            spread_level="rack",
+            tags=self.tags(f"kazoo-{self.stack}-{key}"),
+            opts=self.opts(parent),
+        )
+
+    def public_ip(self, host: Host, parent) -> Optional[pulumi.Resource]:
+        if not host.stable_public_ip:
+            return None
+        return aws.ec2.Eip(
+            f"{host.name}-eip",
+            domain="vpc",
+            tags=self.tags(host.fqdn, host.roles),
+            opts=self.opts(parent, protect=True),
+        )
+
+    def server(self, host, user_data, network, spread_group, public_ip, parent) -> ServerRefs:
+        groups = [network.security_groups[role].id for role in host.roles]
+        instance = aws.ec2.Instance(
+            host.name,
+            ami=self.ami(parent),
+            instance_type=host.size,
+            availability_zone=host.zone,
+            subnet_id=network.subnet_ids[host.zone],
+            private_ip=host.private_ip,
+            vpc_security_group_ids=groups,
+            placement_group=spread_group.id,
+            user_data_base64=user_data.apply(encode_user_data),
+            metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
+                http_tokens="required", http_endpoint="enabled", http_put_response_hop_limit=1
+            ),
+            root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
+                volume_type="gp3",
+                volume_size=ROOT_VOLUME_GB,
+                encrypted=True,
+                tags=self.tags(f"{host.fqdn}-root", host.roles),
+            ),
+            tags=self.tags(host.fqdn, host.roles),
+            opts=self.opts(
+                parent,
+                # A change of user data would stop/start the instance and an AMI change replace it:
+                # config changes are pushed by the orchestration, a new AMI reaches new hosts only.
+                ignore_changes=["userData", "userDataBase64", "ami"],
+            ),
+        )
+        if public_ip is not None:
+            aws.ec2.EipAssociation(
+                f"{host.name}-eip",
+                instance_id=instance.id,
+                allocation_id=public_ip.allocation_id,
+                opts=self.opts(parent),
+            )
+        if host.data_volume_gb:
+            volume = aws.ebs.Volume(
+                f"{host.name}-couchdb",
+                availability_zone=host.zone,
+                size=host.data_volume_gb,
+                type="gp3",
+                encrypted=True,
+                tags=self.tags(f"{host.fqdn}-couchdb", host.roles),
+                opts=self.opts(parent, protect=True),
+            )
+            aws.ec2.VolumeAttachment(
+                f"{host.name}-couchdb",
+                device_name=DATA_DEVICE,
+                volume_id=volume.id,
+                instance_id=instance.id,
+                stop_instance_before_detaching=True,
+                opts=self.opts(parent),
+            )
+        public = public_ip.public_ip if public_ip is not None else instance.public_ip
+        return ServerRefs(server=instance, public_ip=public, private_ip=host.private_ip)

@@ -1,0 +1,82 @@
+"""What every cloud seam provides. Components call these methods, never provider classes."""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import pulumi
+
+from core.firewall import Rule
+from core.plan import Host, Plan
+from core.roles import Role
+from core.settings import Settings
+
+
+@dataclass
+class NetworkRefs:
+    """What servers and firewalls need from the network, whatever the cloud."""
+
+    network_id: pulumi.Output[Any]
+    subnet_ids: dict[str, pulumi.Output[Any]]  # zone -> subnet id
+    subnet_resources: list[pulumi.Resource]  # servers wait for these (Hetzner needs the subnet)
+    security_groups: dict[Role, pulumi.Resource] = field(default_factory=dict)  # AWS only
+
+
+@dataclass
+class ServerRefs:
+    server: pulumi.Resource
+    public_ip: pulumi.Output[str]
+    private_ip: str
+
+
+def resource_name(*parts: str) -> str:
+    """A logical name made from content, e.g. media-rtp-udp-16384-32768-from-0.0.0.0_0."""
+    return "-".join(re.sub(r"[^A-Za-z0-9._-]+", "_", p) for p in parts if p)
+
+
+class CloudSeam(ABC):
+    def __init__(self, settings: Settings, stack: str):
+        self.settings = settings
+        self.stack = stack
+
+    def labels(self, roles: tuple[Role, ...] = ()) -> dict[str, str]:
+        """Hetzner labels / AWS tags: the stack, and kazoo-role-<role>: "true" per role carried."""
+        labels = {"kazoo-stack": self.stack}
+        labels.update({f"kazoo-role-{role.value}": "true" for role in roles})
+        return labels
+
+    def opts(self, parent: pulumi.Resource, **kwargs: Any) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=parent, **kwargs)
+
+    @abstractmethod
+    def network(self, plan: Plan, parent: pulumi.Resource) -> NetworkRefs:
+        """The private network and its subnets (and, on AWS, one empty security group per role)."""
+
+    @abstractmethod
+    def role_firewall(
+        self, role: Role, rules: list[Rule], network: NetworkRefs, parent: pulumi.Resource
+    ) -> None:
+        """The cloud firewall rules of one role."""
+
+    @abstractmethod
+    def spread_group(self, key: str, parent: pulumi.Resource) -> pulumi.Resource:
+        """A placement group that spreads the hosts given `key` over distinct hardware."""
+
+    @abstractmethod
+    def public_ip(self, host: Host, parent: pulumi.Resource) -> Optional[pulumi.Resource]:
+        """A protected public IPv4 that outlives the server, for hosts with stable_public_ip."""
+
+    @abstractmethod
+    def server(
+        self,
+        host: Host,
+        user_data: pulumi.Output[str],
+        network: NetworkRefs,
+        spread_group: pulumi.Resource,
+        public_ip: Optional[pulumi.Resource],
+        parent: pulumi.Resource,
+    ) -> ServerRefs:
+        """The server, its public IP association and, for database hosts, its protected data volume."""

@@ -1,0 +1,144 @@
+"""The firewall matrix: who may reach which port of which role. One table, read by everything.
+
+The AWS security groups, the Hetzner firewalls, the nftables ruleset on every host, the offline plan
+and the policy pack all derive from `firewall_matrix`. Sources are either another role (a peer on
+the private network) or a named list of CIDRs from the stack config. Sources: the port matrix in
+shared/reference/kazoo.md §1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+from core.roles import Role
+from core.settings import WORLD, Settings
+
+# Erlang distribution ports are pinned so a firewall can name them (kazoo-couchdb's vm.args range).
+ERLANG_DIST_PORTS = (11500, 11999)
+# ecallmgr connects to mod_kazoo event streams on kernel-chosen ports: Linux's ephemeral range.
+EPHEMERAL_PORTS = (32768, 60999)
+RTP_PORTS = (16384, 32768)
+
+# Ports that must never be reachable from the internet, by name (the policy pack checks these too).
+INTERNAL_PORTS = {
+    "couchdb": (5984, 5986),
+    "epmd": (4369, 4369),
+    "erlang-dist": ERLANG_DIST_PORTS,
+    "amqp": (5672, 5672),
+    "mod_kazoo": (8031, 8031),
+    "media-proxy": (24517, 24518),
+    "fax-proxy": (30950, 30950),
+    "freeswitch-sip": (11000, 11001),
+    "rabbitmq-management": (15672, 15672),
+}
+
+
+@dataclass(frozen=True)
+class Cidrs:
+    """A named list of CIDRs from the stack config (adminCidrs, sipCidrs, ...)."""
+
+    name: str  # config key, e.g. "sipCidrs"
+    cidrs: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+Source = Union[Role, Cidrs]
+
+
+@dataclass(frozen=True)
+class Rule:
+    role: Role  # hosts carrying this role accept the traffic
+    protocol: str  # "tcp" | "udp"
+    ports: tuple[int, int]
+    source: Source
+    purpose: str  # short, stable: also used in resource names
+
+    @property
+    def public(self) -> bool:
+        """True when the source is a CIDR list rather than a peer role."""
+        return isinstance(self.source, Cidrs)
+
+    @property
+    def port_text(self) -> str:
+        low, high = self.ports
+        return str(low) if low == high else f"{low}-{high}"
+
+    @property
+    def from_world(self) -> bool:
+        return isinstance(self.source, Cidrs) and any(c in WORLD for c in self.source.cidrs)
+
+
+def _both(role: Role, port: int, source: Source, purpose: str, high: Optional[int] = None) -> list[Rule]:
+    ports = (port, high or port)
+    return [Rule(role, proto, ports, source, purpose) for proto in ("udp", "tcp")]
+
+
+def firewall_matrix(settings: Settings) -> list[Rule]:
+    """Every allowed inbound flow, in a stable order. Anything not listed is dropped."""
+    admin = Cidrs("adminCidrs", tuple(settings.admin_cidrs))
+    sip = Cidrs("sipCidrs", tuple(settings.sip_cidrs))
+    api = Cidrs("apiCidrs", tuple(settings.effective_api_cidrs))
+    carriers = Cidrs("carrierCidrs", tuple(settings.carrier_cidrs))
+    D, B, A, M, P = Role.DATABASE, Role.BROKER, Role.APPLICATION, Role.MEDIA, Role.PROXY
+
+    rules: list[Rule] = []
+    # SSH to every role, from the admins only.
+    rules += [Rule(role, "tcp", (22, 22), admin, "ssh") for role in (D, B, A, M, P)]
+
+    # Kamailio: SIP from phones and carriers; FreeSWITCH sends calls for registered devices back.
+    rules += _both(P, 5060, sip, "sip")
+    rules += _both(P, 7000, sip, "sip-alg")
+    if settings.sip.tls:
+        rules += [Rule(P, "tcp", (5061, 5061), sip, "sip-tls"), Rule(P, "tcp", (7001, 7001), sip, "sip-alg-tls")]
+    if settings.sip.websockets:
+        rules += [Rule(P, "tcp", (5064, 5064), sip, "sip-ws"), Rule(P, "tcp", (5065, 5065), sip, "sip-wss")]
+    rules += _both(P, 5060, M, "sip-from-media")
+    rules += _both(P, 7000, M, "sip-alg-from-media")
+
+    # FreeSWITCH: RTP from the world of callers; SIP only from Kamailio and the carriers.
+    rules.append(Rule(M, "udp", RTP_PORTS, sip, "rtp"))
+    rules += _both(M, 11000, P, "sip-from-proxy")
+    if carriers.cidrs:
+        rules += _both(M, 11000, carriers, "sip-from-carriers")
+    # ecallmgr drives FreeSWITCH over Erlang: epmd, the mod_kazoo C-node and its event streams.
+    rules.append(Rule(M, "tcp", (4369, 4369), A, "epmd-from-ecallmgr"))
+    rules.append(Rule(M, "tcp", (8031, 8031), A, "mod-kazoo"))
+    rules.append(Rule(M, "tcp", EPHEMERAL_PORTS, A, "mod-kazoo-events"))
+
+    # Kazoo applications: the API and the UI from apiCidrs; media and fax proxies for FreeSWITCH.
+    rules.append(Rule(A, "tcp", (8000, 8000), api, "crossbar"))
+    rules.append(Rule(A, "tcp", (80, 80), api, "monster-ui-http"))
+    rules.append(Rule(A, "tcp", (443, 443), api, "monster-ui-https"))
+    rules.append(Rule(A, "tcp", (24517, 24518), M, "media-proxy"))
+    rules.append(Rule(A, "tcp", (30950, 30950), M, "fax-proxy"))
+
+    # RabbitMQ: AMQP from every role that talks to Kazoo's bus; the management UI from the admins.
+    rules += [Rule(B, "tcp", (5672, 5672), src, "amqp") for src in (A, P, M)]
+    rules.append(Rule(B, "tcp", (15672, 15672), admin, "rabbitmq-management"))
+
+    # CouchDB: HTTP from the HAProxy on application and media hosts; the cluster among its nodes.
+    rules += [Rule(D, "tcp", (5984, 5984), src, "couchdb") for src in (A, M, D)]
+    rules.append(Rule(D, "tcp", (4369, 4369), D, "epmd-cluster"))
+    rules.append(Rule(D, "tcp", ERLANG_DIST_PORTS, D, "erlang-dist-cluster"))
+    return rules
+
+
+def rules_for(rules: list[Rule], role: Role) -> list[Rule]:
+    return [r for r in rules if r.role is role]
+
+
+def overlaps(ports: tuple[int, int], other: tuple[int, int]) -> bool:
+    return ports[0] <= other[1] and other[0] <= ports[1]
+
+
+def internal_port_names(rule: Rule) -> list[str]:
+    """Names of the internal ports a rule opens (empty for SIP, RTP, SSH, HTTP...)."""
+    # RTP's top port 32768 equals the first ephemeral port: only TCP counts for the Erlang ranges.
+    return [
+        name
+        for name, ports in INTERNAL_PORTS.items()
+        if overlaps(rule.ports, ports) and not (rule.protocol == "udp" and name != "freeswitch-sip")
+    ]

@@ -1,0 +1,349 @@
+"""The stack configuration (namespace `kazoo:`), parsed once into typed settings.
+
+`load_settings` takes the raw key/value map Pulumi gives the program and returns `Settings`, or raises
+`SettingsError` carrying one line that names the key and what is wrong. Every default lives here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from enum import Enum
+from typing import Any, Literal, Optional
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from core.roles import ALL_ROLES, Role
+
+NAMESPACE = "kazoo"
+WORLD = ("0.0.0.0/0", "::/0")
+
+# Hetzner network zones and the locations in each: a private network lives in one zone.
+HETZNER_NETWORK_ZONES = {
+    "eu-central": ("fsn1", "nbg1", "hel1"),
+    "us-east": ("ash",),
+    "us-west": ("hil",),
+    "ap-southeast": ("sin",),
+}
+
+# Sizes when a stack sets none. Dedicated or compute-optimised types for media: RTP hates CPU steal.
+DEFAULT_SIZES = {
+    "hetzner": {
+        "combined": "cx43",
+        Role.DATABASE: "cx33",
+        Role.BROKER: "cx23",
+        Role.APPLICATION: "cx33",
+        Role.MEDIA: "ccx13",
+        Role.PROXY: "cx23",
+    },
+    "aws": {
+        "combined": "m6i.xlarge",
+        Role.DATABASE: "m6i.large",
+        Role.BROKER: "c6i.large",
+        Role.APPLICATION: "m6i.large",
+        Role.MEDIA: "c6i.large",
+        Role.PROXY: "c6i.large",
+    },
+}
+DEFAULT_COUNTS = {Role.DATABASE: 3, Role.BROKER: 2, Role.APPLICATION: 2, Role.MEDIA: 2, Role.PROXY: 2}
+COUCHDB_QUORUM = 3
+
+
+class SettingsError(ValueError):
+    """Bad stack configuration; str() is one line naming the key."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
+    )
+
+
+class Cloud(str, Enum):
+    HETZNER = "hetzner"
+    AWS = "aws"
+
+
+class Layout(str, Enum):
+    SINGLE = "single"
+    DUAL = "dual"
+    MAXIMAL = "maximal"
+
+
+def _check_cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError as err:
+        raise ValueError(f"{value!r} is not a CIDR ({err})") from None
+
+
+CidrList = list[StrictStr]
+
+
+class RoleSettings(_Model):
+    count: StrictInt = Field(default=0, description="hosts of this role in the maximal layout")
+    size: Optional[StrictStr] = Field(default=None, description="Hetzner server type or EC2 instance type")
+
+    @field_validator("count")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be at least 1 (got {value})")
+        return value
+
+
+class DatabaseSettings(RoleSettings):
+    volume_size: StrictInt = Field(default=50, description="GB of the CouchDB data volume")
+    # CouchDB keeps quorum with 3 copies; fewer nodes in maximal must be acknowledged.
+    allow_below_quorum: StrictBool = False
+
+    @field_validator("volume_size")
+    @classmethod
+    def _volume(cls, value: int) -> int:
+        if not 10 <= value <= 10240:
+            raise ValueError(f"must be between 10 and 10240 GB (got {value})")
+        return value
+
+
+def _role_default(role: Role):
+    return lambda: (DatabaseSettings if role is Role.DATABASE else RoleSettings)(
+        count=DEFAULT_COUNTS[role]
+    )
+
+
+class RolesSettings(_Model):
+    database: DatabaseSettings = Field(default_factory=_role_default(Role.DATABASE))
+    broker: RoleSettings = Field(default_factory=_role_default(Role.BROKER))
+    application: RoleSettings = Field(default_factory=_role_default(Role.APPLICATION))
+    media: RoleSettings = Field(default_factory=_role_default(Role.MEDIA))
+    proxy: RoleSettings = Field(default_factory=_role_default(Role.PROXY))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_counts(cls, data: Any) -> Any:
+        # A role given with only a size keeps its default count.
+        if isinstance(data, dict):
+            data = dict(data)
+            for role in ALL_ROLES:
+                entry = data.get(role.value)
+                if isinstance(entry, dict) and "count" not in entry:
+                    data[role.value] = {**entry, "count": DEFAULT_COUNTS[role]}
+        return data
+
+    def of(self, role: Role) -> RoleSettings:
+        return getattr(self, role.value)
+
+
+class NetworkSettings(_Model):
+    cidr: StrictStr = "10.20.0.0/16"
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        net = ipaddress.ip_network(_check_cidr(value))
+        if net.version != 4 or not net.is_private:
+            raise ValueError(f"{value} must be a private IPv4 range (RFC 1918)")
+        if not 8 <= net.prefixlen <= 20:
+            raise ValueError(f"{value} must be between /8 and /20 to hold the host plan")
+        return value
+
+
+class HetznerSettings(_Model):
+    locations: list[StrictStr] = Field(default_factory=lambda: ["fsn1"], min_length=1)
+
+    @field_validator("locations")
+    @classmethod
+    def _one_network_zone(cls, value: list[str]) -> list[str]:
+        zones = set()
+        for location in value:
+            zone = next((z for z, locs in HETZNER_NETWORK_ZONES.items() if location in locs), None)
+            if zone is None:
+                known = ", ".join(loc for locs in HETZNER_NETWORK_ZONES.values() for loc in locs)
+                raise ValueError(f"unknown location {location!r} (one of {known})")
+            zones.add(zone)
+        if len(zones) > 1:
+            raise ValueError("all locations must share one network zone (e.g. fsn1, nbg1, hel1)")
+        if len(set(value)) != len(value):
+            raise ValueError("a location is listed twice")
+        return value
+
+    @property
+    def network_zone(self) -> str:
+        return next(z for z, locs in HETZNER_NETWORK_ZONES.items() if self.locations[0] in locs)
+
+
+class AwsSettings(_Model):
+    region: StrictStr = "eu-central-1"
+    zones: Optional[list[StrictStr]] = Field(
+        default=None, description="availability zones; default: <region>a, <region>b, <region>c"
+    )
+
+    @model_validator(mode="after")
+    def _zones_in_region(self) -> "AwsSettings":
+        for zone in self.zones or []:
+            if not (zone.startswith(self.region) and len(zone) > len(self.region)):
+                raise ValueError(f"zone {zone!r} is not in region {self.region}")
+        return self
+
+    @property
+    def zone_names(self) -> list[str]:
+        return self.zones or [f"{self.region}{s}" for s in "abc"]
+
+
+class SipSettings(_Model):
+    tls: StrictBool = False  # Kamailio 5061/tcp (and 7001)
+    websockets: StrictBool = False  # Kamailio 5064/tcp (WS) and 5065/tcp (WSS)
+
+
+class Settings(_Model):
+    cloud: Cloud
+    layout: Layout = Layout.SINGLE
+    domain: StrictStr
+    admin_cidrs: CidrList = Field(min_length=1)
+    sip_cidrs: CidrList = Field(default_factory=lambda: list(WORLD))
+    carrier_cidrs: CidrList = Field(default_factory=list)
+    api_cidrs: Optional[CidrList] = Field(
+        default=None, description="who may reach crossbar and Monster UI; default: adminCidrs"
+    )
+    ssh_public_keys: list[StrictStr] = Field(min_length=1)
+    image: StrictStr = "debian-12"
+    combined_size: Optional[StrictStr] = Field(
+        default=None, description="size of each host carrying every role (single, dual)"
+    )
+    roles: RolesSettings = Field(default_factory=RolesSettings)
+    network: NetworkSettings = Field(default_factory=NetworkSettings)
+    hetzner: HetznerSettings = Field(default_factory=HetznerSettings)
+    aws: AwsSettings = Field(default_factory=AwsSettings)
+    sip: SipSettings = Field(default_factory=SipSettings)
+    signalwire_token: Optional[SecretStr] = Field(
+        default=None, description="SignalWire personal access token for the FreeSWITCH packages (secret)"
+    )
+
+    @field_validator("admin_cidrs", "sip_cidrs", "carrier_cidrs", "api_cidrs")
+    @classmethod
+    def _cidrs(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+        return None if value is None else [_check_cidr(v) for v in value]
+
+    @field_validator("admin_cidrs")
+    @classmethod
+    def _admin_not_world(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            if ipaddress.ip_network(cidr).prefixlen == 0:
+                raise ValueError(f"{cidr} opens SSH and admin UIs to the whole internet")
+        return value
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        labels = value.split(".")
+        ok = len(labels) >= 2 and all(
+            0 < len(label) <= 63
+            and label[0].isalnum()
+            and label[-1].isalnum()
+            and all(c.isalnum() or c == "-" for c in label)
+            for label in labels
+        )
+        if not ok or value != value.lower():
+            raise ValueError(f"{value!r} is not a lower-case DNS domain like voip.example.com")
+        return value
+
+    @field_validator("ssh_public_keys")
+    @classmethod
+    def _keys(cls, value: list[str]) -> list[str]:
+        for key in value:
+            if not key.startswith(("ssh-ed25519 ", "ssh-rsa ", "ecdsa-sha2-", "sk-")):
+                raise ValueError(f"{key[:20]!r}... is not an OpenSSH public key")
+        return value
+
+    @model_validator(mode="after")
+    def _layout_rules(self) -> "Settings":
+        db = self.roles.database
+        if self.layout is Layout.MAXIMAL and db.count < COUCHDB_QUORUM and not db.allow_below_quorum:
+            raise SettingsError(
+                f"{NAMESPACE}:roles.database.count: {db.count} CouchDB nodes lose quorum in maximal; "
+                f"use at least {COUCHDB_QUORUM} or set roles.database.allowBelowQuorum: true"
+            )
+        if self.cloud is Cloud.HETZNER and self.image.startswith("ami-"):
+            raise SettingsError(f"{NAMESPACE}:image: {self.image} is an AWS AMI, not a Hetzner image")
+        return self
+
+    # Resolved views used by the rest of the program.
+    @property
+    def effective_api_cidrs(self) -> list[str]:
+        return self.api_cidrs if self.api_cidrs is not None else self.admin_cidrs
+
+    def size_of(self, role: Optional[Role]) -> str:
+        """Size of a host of `role`, or of a combined host when role is None."""
+        if role is None:
+            return self.combined_size or DEFAULT_SIZES[self.cloud.value]["combined"]
+        return self.roles.of(role).size or DEFAULT_SIZES[self.cloud.value][role]
+
+    @property
+    def zones(self) -> list[str]:
+        return self.hetzner.locations if self.cloud is Cloud.HETZNER else self.aws.zone_names
+
+
+def _decode(value: Any) -> Any:
+    """Pulumi hands config values over as strings; objects, lists, numbers and booleans as JSON."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _camel(field: str) -> str:
+    return to_camel(field)
+
+
+def _format_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(part) for part in first["loc"])
+    key = f"{NAMESPACE}:{loc}" if loc else NAMESPACE
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        message = "unknown key"
+    elif kind == "missing":
+        message = "is required"
+    elif kind == "enum":
+        expected = first.get("ctx", {}).get("expected", "")
+        message = f"{first['input']!r} is not one of {expected}"
+    elif kind.startswith("string_type"):
+        message = f"must be a string (got {first['input']!r})"
+    else:
+        message = first["msg"].removeprefix("Value error, ")
+    more = len(err.errors()) - 1
+    return f"{key}: {message}" + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
+
+
+def load_settings(raw: dict[str, Any]) -> Settings:
+    """Parse `{"kazoo:layout": "single", ...}` (other namespaces are ignored) into Settings."""
+    data = {}
+    for key, value in raw.items():
+        namespace, _, name = key.partition(":")
+        if namespace == NAMESPACE:
+            data[name] = _decode(value)
+    try:
+        return Settings.model_validate(data)
+    except SettingsError:
+        raise
+    except ValidationError as err:
+        # A SettingsError raised inside a validator arrives wrapped: keep its own line.
+        first = err.errors()[0]
+        cause = first.get("ctx", {}).get("error")
+        if isinstance(cause, SettingsError):
+            raise SettingsError(str(cause)) from None
+        raise SettingsError(_format_error(err)) from None
