@@ -78,8 +78,20 @@ def cloud_config(ctx: HostContext) -> dict:
     }
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (file contents) as literal blocks, so the user-data reads like the files."""
+
+
+_Dumper.add_representer(
+    str,
+    lambda dumper, value: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None
+    ),
+)
+
+
 def render_user_data(ctx: HostContext) -> str:
-    body = yaml.safe_dump(cloud_config(ctx), sort_keys=False, default_flow_style=False, width=1000)
+    body = yaml.dump(cloud_config(ctx), Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1000)
     return "#cloud-config\n" + body
 
 

@@ -29,8 +29,7 @@ INTERNAL_PORTS = {
     "mod_kazoo": (8031, 8031),
     "media-proxy": (24517, 24518),
     "fax-proxy": (30950, 30950),
-    "freeswitch-sip": (11000, 11001),
-    "rabbitmq-management": (15672, 15672),
+    "freeswitch-sip": (11000, 11001),  # Kamailio and, when listed, carriers only
 }
 
 

@@ -7,7 +7,7 @@ would under `pulumi up`, against a mock engine that hands out ids and addresses.
 from __future__ import annotations
 
 import asyncio
-import itertools
+import zlib
 import json
 import runpy
 from dataclasses import dataclass, field
@@ -40,6 +40,17 @@ def _has_secret(node: Any) -> bool:
     return False
 
 
+def _unwrap(node: Any) -> Any:
+    """Secret values arrive wrapped in the RPC form; tests read them as plain values."""
+    if isinstance(node, dict):
+        if node.get(SECRET_SIG) == SECRET_VALUE:
+            return _unwrap(node.get("value"))
+        return {k: _unwrap(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_unwrap(v) for v in node]
+    return node
+
+
 @dataclass
 class Registration:
     type: str
@@ -60,32 +71,30 @@ class Registration:
 
 
 class Mocks(pulumi.runtime.Mocks):
-    """Plausible ids and addresses: numeric ids for hcloud, documentation IPs for public addresses."""
-
-    def __init__(self):
-        self._ids = itertools.count(1000)
-        self._ips = itertools.count(1)
+    """Plausible ids and addresses, derived from each resource's type and name so that two runs of
+    the program (before and after a config change) agree on everything they share."""
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
-        n = next(self._ids)
+        n = zlib.crc32(f"{args.typ}::{args.name}".encode())
+        ip = f"{n % 223 + 1}.{n >> 8 & 255}.{n >> 16 & 255}.{n >> 24 % 254 + 1}"
         state = dict(args.inputs)
         typ = args.typ
         if typ.startswith("hcloud:"):
-            rid = str(n)
+            rid = str(n % 10**8)
             if typ == "hcloud:index/primaryIp:PrimaryIp":
-                state["ipAddress"] = f"198.51.100.{next(self._ips)}"
+                state["ipAddress"] = ip
             if typ == "hcloud:index/server:Server":
-                state["ipv4Address"] = f"198.51.100.{200 + next(self._ips) % 50}"
+                state["ipv4Address"] = ip
         elif typ == "aws:ec2/eip:Eip":
-            rid = f"eipalloc-{n}"
-            state.update(publicIp=f"198.51.100.{next(self._ips)}", allocationId=rid)
+            rid = f"eipalloc-{n:08x}"
+            state.update(publicIp=ip, allocationId=rid)
         elif typ == "aws:ec2/instance:Instance":
             rid = f"i-{n:017x}"
-            state["publicIp"] = f"192.0.2.{next(self._ips) % 250}"
+            state["publicIp"] = ip
         elif typ == "aws:ec2/placementGroup:PlacementGroup":
             rid = args.name
         else:
-            rid = f"{args.name}-{n}"
+            rid = f"{args.name}-{n:08x}"
         return rid, state
 
     def call(self, args: pulumi.runtime.MockCallArgs):
@@ -104,7 +113,7 @@ class RecordingMonitor(MockMonitor):
         if request.type == "pulumi:pulumi:Stack":
             return response
         raw = json_format.MessageToDict(request.object) if request.object else {}
-        inputs = rpc.deserialize_properties(request.object) if request.object else {}
+        inputs = _unwrap(rpc.deserialize_properties(request.object)) if request.object else {}
         self.registrations.append(
             Registration(
                 type=request.type,
@@ -149,6 +158,20 @@ class Result:
 def config_from_stack_file(path: Path) -> dict[str, Any]:
     data = yaml.safe_load(path.read_text())
     return dict(data.get("config") or {})
+
+
+def deep_merge(base: Any, change: Any) -> Any:
+    """Stack-file edits as a user makes them: nested objects merge, anything else replaces."""
+    if isinstance(base, dict) and isinstance(change, dict):
+        return {**base, **{k: deep_merge(base.get(k), v) for k, v in change.items()}}
+    return change
+
+
+def stack_config(name: str, overrides: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    config = config_from_stack_file(STACKS / f"Pulumi.{name}.yaml")
+    for key, value in (overrides or {}).items():
+        config[f"kazoo:{key}"] = deep_merge(config.get(f"kazoo:{key}"), value)
+    return config
 
 
 def _as_config_value(value: Any) -> str:
@@ -198,6 +221,4 @@ def run_program(
 
 
 def run_stack_file(name: str, overrides: Optional[dict[str, Any]] = None, **kwargs) -> Result:
-    config = config_from_stack_file(STACKS / f"Pulumi.{name}.yaml")
-    config.update({f"kazoo:{k}": v for k, v in (overrides or {}).items()})
-    return run_program(config, stack=name, **kwargs)
+    return run_program(stack_config(name, overrides), stack=name, **kwargs)

@@ -1,0 +1,107 @@
+"""Bad input stops the program with one line naming the key, before any resource is registered."""
+
+import pulumi
+import pytest
+
+from core.roles import ALL_ROLES
+from core.settings import Layout, SettingsError, load_settings
+from harness import config_from_stack_file, run_program, STACKS
+
+BASE = config_from_stack_file(STACKS / "Pulumi.hetzner-maximal.yaml")
+
+
+def with_(**changes):
+    config = dict(BASE)
+    for key, value in changes.items():
+        if value is None:
+            config.pop(f"kazoo:{key}", None)
+        else:
+            config[f"kazoo:{key}"] = value
+    return config
+
+
+BAD_INPUTS = [
+    # (change, key named in the message, words in the message)
+    (dict(layout="triple"), "kazoo:layout", "'triple' is not one of"),
+    (dict(cloud="gcp"), "kazoo:cloud", "'gcp' is not one of"),
+    (dict(cloud=None), "kazoo:cloud", "is required"),
+    (dict(colour="blue"), "kazoo:colour", "unknown key"),
+    (dict(roles={"sbc": {"count": 1}}), "kazoo:roles.sbc", "unknown key"),
+    (dict(roles={"media": {"count": 2, "cpus": 4}}), "kazoo:roles.media.cpus", "unknown key"),
+    (dict(adminCidrs=["203.0.113.0/33"]), "kazoo:adminCidrs", "is not a CIDR"),
+    (dict(adminCidrs=["203.0.113.7/24"]), "kazoo:adminCidrs", "is not a CIDR"),
+    (dict(sipCidrs=["everyone"]), "kazoo:sipCidrs", "is not a CIDR"),
+    (dict(carrierCidrs=["192.0.2.300/32"]), "kazoo:carrierCidrs", "is not a CIDR"),
+    (dict(network={"cidr": "10.0.0.0/40"}), "kazoo:network.cidr", "is not a CIDR"),
+    (dict(network={"cidr": "8.8.0.0/16"}), "kazoo:network.cidr", "private IPv4"),
+    (dict(adminCidrs=["0.0.0.0/0"]), "kazoo:adminCidrs", "whole internet"),
+    (dict(adminCidrs=None), "kazoo:adminCidrs", "is required"),
+    (dict(adminCidrs=[]), "kazoo:adminCidrs", "at least 1"),
+    (dict(roles={"media": {"count": 0}}), "kazoo:roles.media.count", "at least 1"),
+    (dict(roles={"database": {"count": 2}}), "kazoo:roles.database.count", "lose quorum"),
+    (dict(roles={"proxy": {"size": 3}}), "kazoo:roles.proxy.size", "must be a string"),
+    (dict(combinedSize=8), "kazoo:combinedSize", "must be a string"),
+    (dict(domain="Not A Domain"), "kazoo:domain", "DNS domain"),
+    (dict(sshPublicKeys=["hunter2"]), "kazoo:sshPublicKeys", "OpenSSH public key"),
+    (dict(hetzner={"locations": ["fsn1", "ash"]}), "kazoo:hetzner.locations", "one network zone"),
+    (dict(hetzner={"locations": ["mars1"]}), "kazoo:hetzner.locations", "unknown location"),
+    (dict(image="ami-0123456789abcdef0"), "kazoo:image", "not a Hetzner image"),
+    (dict(network={"cidr": "10.0.0.0/20"}, roles={"media": {"count": 60}}), "kazoo:network.cidr", "too small"),
+]
+
+
+@pytest.mark.parametrize("change,key,words", BAD_INPUTS, ids=[b[1] + ":" + b[2] for b in BAD_INPUTS])
+def test_bad_input_stops_before_any_resource(change, key, words):
+    with pytest.raises(pulumi.RunError) as raised:
+        result = run_program(with_(**change))
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(key + ":"), message
+    assert words in message
+
+
+def test_bad_input_registers_nothing(monkeypatch):
+    """The error happens in load(), before the first resource: record registrations to prove it."""
+    from harness import RecordingMonitor
+
+    seen = []
+    original = RecordingMonitor.RegisterResource
+
+    def spy(self, request):
+        seen.append(request.type)
+        return original(self, request)
+
+    monkeypatch.setattr(RecordingMonitor, "RegisterResource", spy)
+    with pytest.raises(pulumi.RunError):
+        run_program(with_(layout="triple"))
+    assert [t for t in seen if t != "pulumi:pulumi:Stack"] == []
+
+
+def test_below_quorum_can_be_acknowledged():
+    settings = load_settings(with_(roles={"database": {"count": 2, "allowBelowQuorum": True}}))
+    assert settings.roles.database.count == 2
+
+
+def test_defaults():
+    settings = load_settings(
+        {
+            "kazoo:cloud": "aws",
+            "kazoo:domain": "voip.example.com",
+            "kazoo:adminCidrs": '["203.0.113.0/24"]',
+            "kazoo:sshPublicKeys": '["ssh-ed25519 AAAA op@example.com"]',
+        }
+    )
+    assert settings.layout is Layout.SINGLE
+    assert settings.sip_cidrs == ["0.0.0.0/0", "::/0"]
+    assert settings.effective_api_cidrs == ["203.0.113.0/24"]  # the API is not public unless asked
+    assert [settings.roles.of(r).count for r in ALL_ROLES] == [3, 2, 2, 2, 2]
+    assert settings.size_of(None) == "m6i.xlarge"
+    assert settings.aws.zone_names == ["eu-central-1a", "eu-central-1b", "eu-central-1c"]
+    assert settings.image == "debian-12"
+
+
+def test_settings_error_is_one_line_for_several_problems():
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"kazoo:cloud": "gcp", "kazoo:layout": "huge"})
+    assert "\n" not in str(raised.value)
+    assert "more problem" in str(raised.value)
