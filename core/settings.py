@@ -207,6 +207,77 @@ class SipSettings(_Model):
     websockets: StrictBool = False  # Kamailio 5064/tcp (WS) and 5065/tcp (WSS)
 
 
+class PackageSource(_Model):
+    """An apt repository (signed) and the version pattern to pin its package to."""
+
+    repo: StrictStr
+    key: StrictStr  # URL of the repository's signing key
+    version: StrictStr  # apt version pattern, e.g. "1.10.*"
+    suite: StrictStr = "bookworm"
+
+
+class Archive(_Model):
+    """A tarball of a pinned commit, checked against its sha256 before use."""
+
+    url: StrictStr
+    sha256: Optional[StrictStr] = None
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and (len(value) != 64 or any(c not in "0123456789abcdef" for c in value)):
+            raise ValueError("must be 64 lower-case hex digits")
+        return value
+
+
+def _github_archive(repo: str, commit: str) -> Archive:
+    return Archive(url=f"https://github.com/2600hz/{repo}/archive/{commit}.tar.gz")
+
+
+class SourcesSettings(_Model):
+    """Where each piece of software comes from; point these at a mirror of your own if you have one."""
+
+    couchdb: PackageSource = PackageSource(
+        repo="https://apache.jfrog.io/artifactory/couchdb-deb/",
+        key="https://couchdb.apache.org/repo/keys.asc",
+        version="3.5.*",
+    )
+    freeswitch: PackageSource = PackageSource(
+        repo="https://freeswitch.signalwire.com/repo/deb/debian-release/",
+        key="https://freeswitch.signalwire.com/repo/deb/debian-release/signalwire-freeswitch-repo.gpg",
+        version="1.10.*",
+    )
+    kazoo: PackageSource = PackageSource(
+        repo="https://cloudpbx.github.io/openkazoo-kazoo5-builder/debian",
+        key="https://cloudpbx.github.io/openkazoo-kazoo5-builder/pubkey.asc",
+        version="5.4.0~master.20260516*",
+    )
+    kamailio_configs: Archive = _github_archive(
+        "kazoo-configs-kamailio", "ab1ffd33798646888d882b9e38c47c772194b116"
+    )
+    freeswitch_configs: Archive = _github_archive(
+        "kazoo-configs-freeswitch", "master"
+    )
+    monster_ui: Optional[Archive] = Field(
+        default=None, description="a built Monster UI tarball; unset: no Monster UI"
+    )
+
+
+class Component(str, Enum):
+    """Software a host can be told not to install (bootstrap.skip), e.g. where its repository is
+    unreachable or it is managed some other way."""
+
+    COUCHDB = "couchdb"
+    RABBITMQ = "rabbitmq"
+    KAZOO = "kazoo"
+    FREESWITCH = "freeswitch"
+    KAMAILIO = "kamailio"
+
+
+class BootstrapSettings(_Model):
+    skip: list[Component] = Field(default_factory=list)
+
+
 class Settings(_Model):
     cloud: Cloud
     layout: Layout = Layout.SINGLE
@@ -227,6 +298,8 @@ class Settings(_Model):
     hetzner: HetznerSettings = Field(default_factory=HetznerSettings)
     aws: AwsSettings = Field(default_factory=AwsSettings)
     sip: SipSettings = Field(default_factory=SipSettings)
+    sources: SourcesSettings = Field(default_factory=SourcesSettings)
+    bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
     signalwire_token: Optional[SecretStr] = Field(
         default=None, description="SignalWire personal access token for the FreeSWITCH packages (secret)"
     )
@@ -274,6 +347,12 @@ class Settings(_Model):
             raise SettingsError(
                 f"{NAMESPACE}:roles.database.count: {db.count} CouchDB nodes lose quorum in maximal; "
                 f"use at least {COUCHDB_QUORUM} or set roles.database.allowBelowQuorum: true"
+            )
+        installs_freeswitch = Component.FREESWITCH not in self.bootstrap.skip
+        if installs_freeswitch and self.signalwire_token is None:
+            raise SettingsError(
+                f"{NAMESPACE}:signalwireToken: media hosts need a SignalWire token for the FreeSWITCH "
+                "packages: pulumi config set --secret kazoo:signalwireToken <PAT>"
             )
         if self.cloud is Cloud.HETZNER and self.image.startswith("ami-"):
             raise SettingsError(f"{NAMESPACE}:image: {self.image} is an AWS AMI, not a Hetzner image")

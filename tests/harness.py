@@ -168,7 +168,8 @@ def deep_merge(base: Any, change: Any) -> Any:
 
 
 def stack_config(name: str, overrides: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-    config = config_from_stack_file(STACKS / f"Pulumi.{name}.yaml")
+    """A stack file's config with the secrets a user would have set, and some keys changed."""
+    config = {**config_from_stack_file(STACKS / f"Pulumi.{name}.yaml"), **TEST_SECRETS}
     for key, value in (overrides or {}).items():
         config[f"kazoo:{key}"] = deep_merge(config.get(f"kazoo:{key}"), value)
     return config
@@ -221,4 +222,5 @@ def run_program(
 
 
 def run_stack_file(name: str, overrides: Optional[dict[str, Any]] = None, **kwargs) -> Result:
-    return run_program(stack_config(name, overrides), stack=name, **kwargs)
+    config = {k: v for k, v in stack_config(name, overrides).items() if k not in TEST_SECRETS}
+    return run_program(config, stack=name, **kwargs)

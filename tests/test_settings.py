@@ -5,7 +5,7 @@ import pytest
 
 from core.roles import ALL_ROLES
 from core.settings import Layout, SettingsError, load_settings
-from harness import config_from_stack_file, run_program, STACKS
+from harness import STACKS, TEST_SECRETS, config_from_stack_file, run_program
 
 BASE = config_from_stack_file(STACKS / "Pulumi.hetzner-maximal.yaml")
 
@@ -77,8 +77,16 @@ def test_bad_input_registers_nothing(monkeypatch):
     assert [t for t in seen if t != "pulumi:pulumi:Stack"] == []
 
 
+def test_missing_signalwire_token_stops_with_a_clear_line():
+    with pytest.raises(pulumi.RunError) as raised:
+        run_program(BASE, secrets={})
+    assert str(raised.value).startswith("kazoo:signalwireToken: media hosts need a SignalWire token")
+    # a stack that does not install FreeSWITCH itself needs none
+    run_program({**BASE, "kazoo:bootstrap": {"skip": ["freeswitch"]}}, secrets={})
+
+
 def test_below_quorum_can_be_acknowledged():
-    settings = load_settings(with_(roles={"database": {"count": 2, "allowBelowQuorum": True}}))
+    settings = load_settings({**with_(roles={"database": {"count": 2, "allowBelowQuorum": True}}), **TEST_SECRETS})
     assert settings.roles.database.count == 2
 
 
@@ -89,6 +97,7 @@ def test_defaults():
             "kazoo:domain": "voip.example.com",
             "kazoo:adminCidrs": '["203.0.113.0/24"]',
             "kazoo:sshPublicKeys": '["ssh-ed25519 AAAA op@example.com"]',
+            "kazoo:signalwireToken": "pat",
         }
     )
     assert settings.layout is Layout.SINGLE
