@@ -8,6 +8,7 @@ import pulumi
 from pulumi.runtime import config as runtime_config
 
 from components.clouds import seam_for
+from components.secrets import KazooSecrets
 from components.network import KazooNetwork, KazooNetworkArgs
 from components.servers import ROLE_COMPONENTS, CombinedServers, ServersArgs
 from core.bootstrap import HostContext, render_user_data
@@ -38,11 +39,15 @@ def build(settings: Settings, plan: Plan, stack: str) -> None:
     cloud = seam_for(settings, stack)
     rules = firewall_matrix(settings)
     network = KazooNetwork("kazoo", KazooNetworkArgs(plan=plan, cloud=cloud))
+    token = settings.signalwire_token.get_secret_value() if settings.signalwire_token else None
+    secrets = KazooSecrets("kazoo", signalwire_token=token).resolved()
 
     def user_data(host: Host, public_ip: Optional[pulumi.Output[str]]) -> pulumi.Output[str]:
         ip = public_ip if public_ip is not None else pulumi.Output.from_input(None)
-        rendered = ip.apply(
-            lambda address: render_user_data(HostContext(host, plan, settings, public_ip=address))
+        rendered = pulumi.Output.all(ip, secrets).apply(
+            lambda args: render_user_data(
+                HostContext(host, plan, settings, public_ip=args[0], secrets=args[1])
+            )
         )
         return pulumi.Output.secret(rendered)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -16,8 +17,10 @@ from typing import Optional
 import jinja2
 import yaml
 
+from core.firewall import ERLANG_DIST_PORTS, firewall_matrix, host_firewall
 from core.plan import Host, Plan
-from core.settings import Settings
+from core.roles import Role
+from core.settings import Cloud, Settings
 
 CLOUD_INIT_DIR = Path(__file__).resolve().parent.parent / "cloud-init"
 # Limits on what the cloud accepts: AWS counts the raw bytes before its own base64, Hetzner the string.
@@ -25,7 +28,7 @@ USER_DATA_LIMITS = {"aws": 16 * 1024, "hetzner": 32 * 1024}
 ADMIN_USER = "kazoo"
 
 _templates = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(str(CLOUD_INIT_DIR)),
+    loader=jinja2.FileSystemLoader(str(CLOUD_INIT_DIR / "templates")),
     undefined=jinja2.StrictUndefined,
     keep_trailing_newline=True,
     autoescape=False,
@@ -50,8 +53,82 @@ def render_template(name: str, ctx: HostContext, **extra) -> str:
     )
 
 
+# Rendered configuration: template -> (path on the host, mode), per role. configure.sh installs them.
+ROLE_FILES = {
+    Role.DATABASE: [
+        ("couchdb-local.ini.j2", "/opt/couchdb/etc/local.d/10-kazoo.ini", "0640"),
+        ("couchdb-vm.args.j2", "/opt/couchdb/etc/vm.args", "0640"),
+    ],
+    Role.BROKER: [
+        ("rabbitmq.conf.j2", "/etc/rabbitmq/rabbitmq.conf", "0640"),
+        ("rabbitmq-enabled_plugins.j2", "/etc/rabbitmq/enabled_plugins", "0644"),
+    ],
+    Role.APPLICATION: [
+        ("kazoo-config.ini.j2", "/etc/kazoo/core/config.ini", "0640"),
+        ("kazoo.default.j2", "/etc/default/kazoo", "0640"),
+        ("haproxy.cfg.j2", "/etc/haproxy/haproxy.cfg", "0644"),
+    ],
+    Role.MEDIA: [("haproxy.cfg.j2", "/etc/haproxy/haproxy.cfg", "0644")],
+    Role.PROXY: [
+        ("kamailio-local.cfg.j2", "/etc/kazoo/kamailio/local.cfg", "0640"),
+        ("kamailio.default.j2", "/etc/default/kamailio", "0644"),
+    ],
+}
+COMMON_FILES = [("nftables.conf.j2", "/etc/nftables.conf", "0600")]
+SCRIPTS = ["lib.sh", "bootstrap.sh", "configure.sh", "freeswitch-local.sh"]
+BOOTSTRAP_DIR = "/opt/kazoo-bootstrap"
+RENDERED_DIR = "/etc/kazoo-bootstrap/files"
+AMQP_NAMES = ["", "SECONDARY_", "TERTIARY_", "QUATERNARY_", "QUINARY_", "SENARY_", "SEPTENARY_",
+              "OCTONARY_", "NONARY_", "DENARY_"]  # Kamailio takes up to ten AMQP URLs
+
+
+def template_values(ctx: HostContext) -> dict:
+    """What the templates may use beyond host, plan, settings, public_ip and secrets."""
+    plan, settings = ctx.plan, ctx.settings
+    databases = plan.with_role(Role.DATABASE)
+    return {
+        "databases": databases,
+        "brokers": plan.with_role(Role.BROKER)[: len(AMQP_NAMES)],
+        "amqp_names": AMQP_NAMES,
+        "copies": min(3, len(databases)),
+        # every node of one cluster shares one uuid; derived from a cluster secret, so it is stable
+        "couchdb_uuid": hashlib.sha256(ctx.secrets.get("couchdb_cookie", "").encode()).hexdigest()[:32],
+        "dist_ports": ERLANG_DIST_PORTS,
+        "public_ip_on_interface": settings.cloud is Cloud.HETZNER,
+        "rows": host_firewall(firewall_matrix(settings), plan, ctx.host),
+    }
+
+
+def rendered_files(ctx: HostContext) -> dict[str, tuple[str, str]]:
+    """The configuration files of one host: {path on the host: (content, mode)}."""
+    values = template_values(ctx)
+    files = {}
+    specs = COMMON_FILES + [spec for role in ctx.host.roles for spec in ROLE_FILES[role]]
+    for template, path, mode in specs:
+        files[path] = (render_template(template, ctx, **values), mode)
+    return files
+
+
 def cloud_config(ctx: HostContext) -> dict:
     host = ctx.host
+    files = [
+        {"path": "/etc/hosts", "content": render_template("hosts.j2", ctx), "permissions": "0644"},
+        {
+            "path": "/etc/kazoo-bootstrap/host.env",
+            "content": render_template("host.env.j2", ctx),
+            "permissions": "0600",
+        },
+    ]
+    scripts = SCRIPTS + [f"install-{role.value}.sh" for role in host.roles]
+    files += [
+        {"path": f"{BOOTSTRAP_DIR}/{name}", "content": (CLOUD_INIT_DIR / "scripts" / name).read_text(),
+         "permissions": "0755"}
+        for name in scripts
+    ]
+    files += [
+        {"path": RENDERED_DIR + path, "content": content, "permissions": mode}
+        for path, (content, mode) in sorted(rendered_files(ctx).items())
+    ]
     return {
         "hostname": host.name,
         "fqdn": host.fqdn,
@@ -72,9 +149,9 @@ def cloud_config(ctx: HostContext) -> dict:
                 "ssh_authorized_keys": list(ctx.settings.ssh_public_keys),
             },
         ],
-        "write_files": [
-            {"path": "/etc/hosts", "content": render_template("hosts.j2", ctx), "permissions": "0644"},
-        ],
+        "write_files": files,
+        # A non-zero exit here makes `cloud-init status` report an error.
+        "runcmd": [[f"{BOOTSTRAP_DIR}/bootstrap.sh"]],
     }
 
 

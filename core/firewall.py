@@ -141,3 +141,34 @@ def internal_port_names(rule: Rule) -> list[str]:
         for name, ports in INTERNAL_PORTS.items()
         if overlaps(rule.ports, ports) and not (rule.protocol == "udp" and name != "freeswitch-sip")
     ]
+
+
+@dataclass(frozen=True)
+class HostRow:
+    """One accept line of a host's nftables ruleset."""
+
+    family: str  # "ip" | "ip6"
+    sources: tuple[str, ...]
+    protocol: str
+    ports: str  # nft syntax: "5060" or "16384-32768"
+    comment: str
+
+
+def host_firewall(rules: list[Rule], plan, host) -> list[HostRow]:
+    """The matrix rows that apply to `host`, with peer roles resolved to their private IPs."""
+    rows = []
+    for rule in rules:
+        if not host.carries(rule.role):
+            continue
+        if isinstance(rule.source, Cidrs):
+            v4 = tuple(c for c in rule.source.cidrs if ":" not in c)
+            v6 = tuple(c for c in rule.source.cidrs if ":" in c)
+            label = f"{rule.purpose} from {rule.source.name}"
+        else:
+            v4 = tuple(sorted({h.private_ip for h in plan.with_role(rule.source)}))
+            v6 = ()
+            label = f"{rule.purpose} from {rule.source.value} hosts"
+        for family, sources in (("ip", v4), ("ip6", v6)):
+            if sources:
+                rows.append(HostRow(family, sources, rule.protocol, rule.port_text, label))
+    return rows

@@ -91,6 +91,10 @@ class Mocks(pulumi.runtime.Mocks):
         elif typ == "aws:ec2/instance:Instance":
             rid = f"i-{n:017x}"
             state["publicIp"] = ip
+        elif typ == "random:index/randomPassword:RandomPassword":
+            rid = "none"
+            length = int(args.inputs.get("length", 32))
+            state["result"] = (f"{args.name.replace('-', '')}{n:x}" * 8)[:length]
         elif typ == "aws:ec2/placementGroup:PlacementGroup":
             rid = args.name
         else:

@@ -1,0 +1,21 @@
+#!/bin/bash
+# Entry point, run once by cloud-init (runcmd). A failure exits non-zero, which makes
+# `cloud-init status` report an error. Safe to re-run: installs are recorded, configure is idempotent.
+set -euo pipefail
+# shellcheck source=lib.sh
+. /opt/kazoo-bootstrap/lib.sh
+exec >>"$LOG" 2>&1
+load_env
+log "bootstrap of $FQDN ($KAZOO_ROLES) started"
+
+wait_for_private_ip
+once base-packages bash -c '. /opt/kazoo-bootstrap/lib.sh; apt_update; apt_install chrony nftables curl ca-certificates gnupg'
+# The host firewall first: nothing listens before the matrix is in force.
+"$BOOTSTRAP_DIR/configure.sh" firewall
+
+# Roles in dependency order: data and bus before the applications that need them.
+for role in $KAZOO_ROLES; do
+  once "install-$role" "$BOOTSTRAP_DIR/install-$role.sh"
+done
+"$BOOTSTRAP_DIR/configure.sh"
+log "bootstrap of $FQDN finished"

@@ -1,0 +1,73 @@
+#!/bin/bash
+# Puts the rendered configuration in place and restarts only what changed. Idempotent: the
+# orchestration re-runs it after pushing a re-rendered /etc/kazoo-bootstrap/files tree.
+#   configure.sh            every file
+#   configure.sh firewall   only the nftables ruleset
+set -euo pipefail
+# shellcheck source=lib.sh
+. /opt/kazoo-bootstrap/lib.sh
+load_env
+FILES="$ETC_DIR/files"
+
+# Which service reads which path.
+service_of() {
+  case $1 in
+    /etc/nftables.conf) echo nftables ;;
+    /etc/haproxy/*) echo haproxy ;;
+    /etc/rabbitmq/*) echo rabbitmq-server ;;
+    /opt/couchdb/etc/*) echo couchdb ;;
+    /etc/kazoo/core/* | /etc/default/kazoo) echo kazoo ;;
+    /etc/kazoo/kamailio/* | /etc/default/kamailio) echo kamailio ;;
+    /etc/kazoo/freeswitch/*) echo freeswitch ;;
+    /etc/nginx/* | /var/www/*) echo nginx ;;
+    *) echo "" ;;
+  esac
+}
+
+changed=()
+install_file() {
+  local src=$1 dest=${1#"$FILES"} mode
+  mode=$(stat -c %a "$src")
+  if ! cmp -s "$src" "$dest"; then
+    install -D -m "$mode" "$src" "$dest"
+    log "updated $dest"
+    changed+=("$(service_of "$dest")")
+  fi
+}
+
+if [ "${1:-}" = firewall ]; then
+  install_file "$FILES/etc/nftables.conf"
+  nft -f /etc/nftables.conf
+  systemctl enable nftables.service >/dev/null 2>&1 || true
+  exit 0
+fi
+
+while IFS= read -r -d '' file; do
+  dest=${file#"$FILES"}
+  # A file for a component this host does not run (or skipped) waits until its directory exists.
+  case $(service_of "$dest") in
+    couchdb) [ -d /opt/couchdb/etc ] || continue ;;
+    kamailio) [ -d /etc/kazoo/kamailio ] || continue ;;
+    freeswitch) [ -d /etc/kazoo/freeswitch ] || continue ;;
+  esac
+  install_file "$file"
+done < <(find "$FILES" -type f -print0 | sort -z)
+
+# FreeSWITCH keeps upstream's files; local values are applied to them, as 2600Hz's guides do.
+if [ -d /etc/kazoo/freeswitch ]; then
+  "$BOOTSTRAP_DIR/freeswitch-local.sh" /etc/kazoo/freeswitch && changed+=(freeswitch-maybe)
+fi
+
+nft -f /etc/nftables.conf
+for service in $(printf '%s\n' "${changed[@]}" | sort -u); do
+  case $service in
+    "" | nftables | freeswitch-maybe) ;;
+    *)
+      if systemctl list-unit-files "$service.service" >/dev/null 2>&1; then
+        systemctl enable "$service" >/dev/null 2>&1 || true
+        systemctl restart "$service" && log "restarted $service"
+      fi
+      ;;
+  esac
+done
+log "configuration applied"
