@@ -1,0 +1,272 @@
+"""The rendered bootstrap, checked by the real tools: cloud-init's schema, shellcheck, haproxy -c,
+nft -c, a real RabbitMQ on loopback; and a wiring table: each host names exactly the peers it needs."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from core.bootstrap import (
+    CLOUD_INIT_DIR,
+    USER_DATA_LIMITS,
+    HostContext,
+    decode_user_data,
+    rendered_files,
+    render_user_data,
+)
+from core.plan import plan_hosts
+from core.roles import Role
+from core.settings import load_settings
+from harness import run_stack_file, stack_config
+
+STACKS = [f"{c}-{l}" for c in ("hetzner", "aws") for l in ("single", "dual", "maximal")]
+SECRETS = {
+    "erlang_cookie": "E" * 48,
+    "couchdb_cookie": "C" * 48,
+    "couchdb_password": "couchpass0123456789abcdefghijklm",
+    "rabbitmq_password": "rabbitpass0123456789abcdefghijkl",
+    "signalwire_token": "pat_test",
+}
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool) or next((p for p in (f"/usr/sbin/{tool}", f"/sbin/{tool}") if os.path.exists(p)), None)
+    if path is None:
+        pytest.fail(f"{tool} is not installed: run .ci/run, which installs the test tools")
+    return path
+
+
+def contexts(stack: str):
+    settings = load_settings(stack_config(stack))
+    plan = plan_hosts(settings)
+    return [HostContext(h, plan, settings, public_ip="198.51.100.7", secrets=SECRETS) for h in plan.hosts]
+
+
+def files_of(stack: str, name: str) -> dict[str, str]:
+    ctx = next(c for c in contexts(stack) if c.host.name == name)
+    return {path: content for path, (content, _) in rendered_files(ctx).items()}
+
+
+# ----- user-data as the program hands it to the clouds ------------------------------------------
+
+@pytest.fixture(scope="module")
+def user_data(tmp_path_factory):
+    """{(stack, host): (decoded text, encoded form)} taken from the program's own registrations."""
+    found = {}
+    for stack in STACKS:
+        result = run_stack_file(stack)
+        for r in result.registrations:
+            if r.type == "hcloud:index/server:Server":
+                found[(stack, r.name)] = r.inputs["userData"]
+            elif r.type == "aws:ec2/instance:Instance":
+                found[(stack, r.name)] = r.inputs["userDataBase64"]
+    return {key: (decode_user_data(encoded), encoded) for key, encoded in found.items()}
+
+
+def test_every_host_user_data_passes_cloud_init_schema(user_data, tmp_path):
+    cloud_init = need("cloud-init")
+    assert len(user_data) == 28
+    for (stack, host), (text, _) in user_data.items():
+        path = tmp_path / f"{stack}-{host}.yaml"
+        path.write_text(text)
+        run = subprocess.run([cloud_init, "schema", "-c", str(path)], capture_output=True, text=True)
+        assert run.returncode == 0, f"{stack}/{host}: {run.stdout}{run.stderr}"
+        assert "runcmd" in text and "/opt/kazoo-bootstrap/bootstrap.sh" in text
+
+
+def test_user_data_within_cloud_limits(user_data, capsys):
+    largest = {}
+    for (stack, host), (_, encoded) in user_data.items():
+        cloud = stack.split("-")[0]
+        # AWS counts the raw (gzipped) bytes before its own base64; Hetzner counts the string.
+        size = len(base64.b64decode(encoded)) if cloud == "aws" else len(encoded)
+        assert size <= USER_DATA_LIMITS[cloud], (stack, host, size)
+        largest[cloud] = max(largest.get(cloud, (0, "")), (size, f"{stack}/{host}"))
+    with capsys.disabled():
+        print(f"\nlargest user-data: {largest}")
+
+
+def test_user_data_carries_only_its_roles(user_data):
+    text, _ = user_data[("aws-maximal", "proxy1")]
+    assert "install-proxy.sh" in text and "install-database.sh" not in text
+    assert "path: /etc/kazoo-bootstrap/files/etc/kazoo/kamailio/local.cfg" in text
+    for other in ("/opt/couchdb/", "/etc/rabbitmq/", "/etc/haproxy/", "/etc/kazoo/core/"):
+        assert f"path: /etc/kazoo-bootstrap/files{other}" not in text
+
+
+# ----- scripts and configuration files, by their own tools -------------------------------------
+
+def test_scripts_pass_shellcheck():
+    shellcheck = need("shellcheck")
+    scripts = sorted((CLOUD_INIT_DIR / "scripts").glob("*.sh"))
+    assert len(scripts) >= 9
+    for script in scripts:
+        assert script.read_text().startswith("#!/bin/bash\n")
+        assert "set -euo pipefail" in script.read_text(), script.name
+    run = subprocess.run([shellcheck, "-x", "-P", "SCRIPTDIR", *map(str, scripts)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout
+
+
+@pytest.mark.parametrize("stack,host", [("aws-maximal", "app1"), ("aws-maximal", "media2"), ("hetzner-single", "kazoo1")])
+def test_haproxy_config_is_valid(stack, host, tmp_path):
+    haproxy = need("haproxy")
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(files_of(stack, host)["/etc/haproxy/haproxy.cfg"])
+    run = subprocess.run([haproxy, "-c", "-f", str(path)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_nftables_rulesets_are_valid(stack, tmp_path):
+    nft = need("nft")
+    for ctx in contexts(stack):
+        path = tmp_path / f"{ctx.host.name}.nft"
+        path.write_text(rendered_files(ctx)["/etc/nftables.conf"][0])
+        run = subprocess.run([nft, "-c", "-f", str(path)], capture_output=True, text=True)
+        assert run.returncode == 0, f"{ctx.host.name}: {run.stderr}"
+
+
+def test_nftables_default_drop_and_public_ports():
+    ruleset = files_of("aws-maximal", "media1")["/etc/nftables.conf"]
+    assert "policy drop;" in ruleset
+    assert re.search(r"ip saddr \{ 0\.0\.0\.0/0 \} udp dport 16384-32768 accept", ruleset)
+    assert re.search(r"ip saddr \{ 203\.0\.113\.0/24 \} tcp dport 22 accept", ruleset)
+    assert "dport 5984" not in ruleset  # a media host runs no CouchDB
+
+
+def test_freeswitch_local_values_keep_xml_well_formed(tmp_path):
+    tree = tmp_path / "freeswitch"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "freeswitch", tree)
+    env = tmp_path / "host.env"
+    env.write_text('ERLANG_COOKIE=cookie123\nPUBLIC_IP=198.51.100.7\n')
+    script = CLOUD_INIT_DIR / "scripts" / "freeswitch-local.sh"
+    for _ in range(2):  # idempotent
+        subprocess.run(["bash", str(script), str(tree)], check=True, env={**os.environ, "HOST_ENV": str(env)})
+    kazoo = ET.parse(tree / "autoload_configs" / "kazoo.conf.xml").getroot()
+    assert kazoo.find(".//param[@name='cookie']").get("value") == "cookie123"
+    profile = ET.parse(tree / "sip_profiles" / "sipinterface_1.xml").getroot()
+    assert profile.find(".//param[@name='ext-rtp-ip']").get("value") == "198.51.100.7"
+    assert profile.find(".//param[@name='ext-sip-ip']").get("value") == "198.51.100.7"
+    assert profile.find(".//param[@name='sip-port']").get("value") == "11000"
+
+
+# ----- wiring: each host names exactly the peers it needs ---------------------------------------
+
+def ips(stack: str, role: Role) -> set[str]:
+    return {c.host.private_ip for c in contexts(stack) if c.host.carries(role)}
+
+
+def fqdns(stack: str, role: Role) -> set[str]:
+    return {c.host.fqdn for c in contexts(stack) if c.host.carries(role)}
+
+
+def nft_sources(ruleset: str, port: str) -> set[str]:
+    line = next(l for l in ruleset.splitlines() if f"dport {port} accept" in l and "from" in l and "hosts" in l)
+    return set(re.search(r"saddr \{ (.*?) \}", line).group(1).split(", "))
+
+
+MAXIMAL = "aws-maximal"
+
+
+@pytest.mark.parametrize("host", ["app1", "app2"])
+def test_application_names_every_database_broker_and_media(host):
+    files = files_of(MAXIMAL, host)
+    haproxy = files["/etc/haproxy/haproxy.cfg"]
+    assert set(re.findall(r"server db\d+ ([\d.]+):5984", haproxy)) == ips(MAXIMAL, Role.DATABASE)
+    config = files["/etc/kazoo/core/config.ini"]
+    assert set(re.findall(r"amqp_uri = \"amqp://kazoo:[^@]+@([^:]+):5672\"", config)) == fqdns(MAXIMAL, Role.BROKER)
+    assert f'host = "{host}.' in config and f'cookie = "{SECRETS["erlang_cookie"]}"' in config
+    assert nft_sources(files["/etc/nftables.conf"], "24517-24518") == ips(MAXIMAL, Role.MEDIA)
+
+
+@pytest.mark.parametrize("host", ["media1", "media2"])
+def test_media_names_every_database_and_application(host):
+    files = files_of(MAXIMAL, host)
+    assert set(re.findall(r"server db\d+ ([\d.]+):5984", files["/etc/haproxy/haproxy.cfg"])) == ips(MAXIMAL, Role.DATABASE)
+    assert nft_sources(files["/etc/nftables.conf"], "8031") == ips(MAXIMAL, Role.APPLICATION)
+    assert nft_sources(files["/etc/nftables.conf"], "11000") == ips(MAXIMAL, Role.PROXY)
+
+
+@pytest.mark.parametrize("host", ["proxy1", "proxy2"])
+def test_proxy_names_every_broker(host):
+    local = files_of(MAXIMAL, host)["/etc/kazoo/kamailio/local.cfg"]
+    urls = re.findall(r'#!substdef "!MY_AMQP_(\w*?)URL!kazoo://kazoo:[^@]+@([^:]+):5672!g"', local)
+    assert [u[0] for u in urls] == ["", "SECONDARY_"]
+    assert {u[1] for u in urls} == fqdns(MAXIMAL, Role.BROKER)
+    # AWS: listen on the private IP, advertise the Elastic IP
+    assert re.search(r"listen=udp:10\.[\d.]+:5060 advertise 198\.51\.100\.7:5060", local)
+
+
+def test_hetzner_proxy_listens_on_its_public_ip():
+    local = files_of("hetzner-maximal", "proxy1")["/etc/kazoo/kamailio/local.cfg"]
+    assert "listen=udp:198.51.100.7:5060" in local and "advertise" not in local
+
+
+@pytest.mark.parametrize("host", ["db1", "db2", "db3"])
+def test_database_names_every_database(host):
+    files = files_of(MAXIMAL, host)
+    assert nft_sources(files["/etc/nftables.conf"], "4369") == ips(MAXIMAL, Role.DATABASE)
+    assert nft_sources(files["/etc/nftables.conf"], "11500-11999") == ips(MAXIMAL, Role.DATABASE)
+    vm_args = files["/opt/couchdb/etc/vm.args"]
+    assert f"-name couchdb@{host}." in vm_args and f"-setcookie {SECRETS['couchdb_cookie']}" in vm_args
+    assert "n = 3" in files["/opt/couchdb/etc/local.d/10-kazoo.ini"]
+
+
+def test_database_nodes_share_one_uuid():
+    uuids = {re.search(r"uuid = (\w+)", files_of(MAXIMAL, h)["/opt/couchdb/etc/local.d/10-kazoo.ini"]).group(1)
+             for h in ("db1", "db2", "db3")}
+    assert len(uuids) == 1
+
+
+def test_single_host_keeps_couchdb_copies_at_one():
+    assert "n = 1" in files_of("hetzner-single", "kazoo1")["/opt/couchdb/etc/local.d/10-kazoo.ini"]
+
+
+# ----- RabbitMQ itself accepts the rendered config and credentials -------------------------------
+
+def test_rabbitmq_accepts_rendered_config_and_credentials(tmp_path):
+    need("rabbitmq-server")
+    files = files_of(MAXIMAL, "broker1")
+    (tmp_path / "rabbitmq.conf").write_text(files["/etc/rabbitmq/rabbitmq.conf"])
+    (tmp_path / "enabled_plugins").write_text(files["/etc/rabbitmq/enabled_plugins"])
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path),
+        "RABBITMQ_CONFIG_FILE": str(tmp_path / "rabbitmq.conf"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(tmp_path / "enabled_plugins"),
+        "RABBITMQ_MNESIA_BASE": str(tmp_path / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(tmp_path / "log"),
+        "RABBITMQ_NODENAME": "kazootest@localhost",
+        "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+        "ERL_EPMD_ADDRESS": "127.0.0.1",
+    }
+    # Debian's /usr/sbin wrappers switch to the rabbitmq user and reset the environment: use the real ones.
+    bin_dir = Path("/usr/lib/rabbitmq/bin")
+    ctl = [str(bin_dir / "rabbitmqctl"), "-n", "kazootest@localhost"]
+    server = subprocess.Popen([str(bin_dir / "rabbitmq-server")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            ready = subprocess.run([*ctl, "await_startup", "--timeout", "30"], env=env, capture_output=True, text=True)
+            if ready.returncode == 0 or time.monotonic() > deadline or server.poll() is not None:
+                break
+            time.sleep(1)
+        assert ready.returncode == 0, ready.stderr
+        good = subprocess.run([*ctl, "authenticate_user", "kazoo", SECRETS["rabbitmq_password"]], env=env, capture_output=True, text=True)
+        assert good.returncode == 0, good.stdout + good.stderr
+        bad = subprocess.run([*ctl, "authenticate_user", "guest", "guest"], env=env, capture_output=True, text=True)
+        assert bad.returncode != 0  # never guest
+        plugins = subprocess.run([*ctl, "status"], env=env, capture_output=True, text=True).stdout
+        assert "rabbitmq_consistent_hash_exchange" in plugins and "rabbitmq_management" in plugins
+    finally:
+        subprocess.run([*ctl, "stop"], env=env, capture_output=True, timeout=60)
+        server.wait(timeout=30)
+        subprocess.run(["epmd", "-kill"], env=env, capture_output=True)
