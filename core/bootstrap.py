@@ -104,6 +104,8 @@ def rendered_files(ctx: HostContext) -> dict[str, tuple[str, str]]:
     values = template_values(ctx)
     files = {}
     specs = COMMON_FILES + [spec for role in ctx.host.roles for spec in ROLE_FILES[role]]
+    if ctx.host.carries(Role.APPLICATION) and ctx.settings.sources.monster_ui is not None:
+        specs.append(("nginx-monster-ui.conf.j2", "/etc/nginx/sites-enabled/monster-ui.conf", "0644"))
     for template, path, mode in specs:
         files[path] = (render_template(template, ctx, **values), mode)
     return files

@@ -109,8 +109,8 @@ def firewall_matrix(settings: Settings) -> list[Rule]:
 
     # Kazoo applications: the API and the UI from apiCidrs; media and fax proxies for FreeSWITCH.
     rules.append(Rule(A, "tcp", (8000, 8000), api, "crossbar"))
-    rules.append(Rule(A, "tcp", (80, 80), api, "monster-ui-http"))
-    rules.append(Rule(A, "tcp", (443, 443), api, "monster-ui-https"))
+    if settings.sources.monster_ui is not None:
+        rules.append(Rule(A, "tcp", (80, 80), api, "monster-ui-http"))
     rules.append(Rule(A, "tcp", (24517, 24518), M, "media-proxy"))
     rules.append(Rule(A, "tcp", (30950, 30950), M, "fax-proxy"))
 

@@ -256,7 +256,7 @@ class SourcesSettings(_Model):
         "kazoo-configs-kamailio", "ab1ffd33798646888d882b9e38c47c772194b116"
     )
     freeswitch_configs: Archive = _github_archive(
-        "kazoo-configs-freeswitch", "master"
+        "kazoo-configs-freeswitch", "a3ff81d348c3f9cdc008efa983ebdf6348fbbb9b"
     )
     monster_ui: Optional[Archive] = Field(
         default=None, description="a built Monster UI tarball; unset: no Monster UI"

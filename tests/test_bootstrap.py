@@ -270,3 +270,11 @@ def test_rabbitmq_accepts_rendered_config_and_credentials(tmp_path):
         subprocess.run([*ctl, "stop"], env=env, capture_output=True, timeout=60)
         server.wait(timeout=30)
         subprocess.run(["epmd", "-kill"], env=env, capture_output=True)
+
+
+def test_monster_ui_gets_its_nginx_site_when_configured():
+    settings = load_settings(stack_config(MAXIMAL, {"sources": {"monsterUi": {"url": "https://mirror.example.com/m.tgz"}}}))
+    plan = plan_hosts(settings)
+    files = rendered_files(HostContext(plan.host("app1"), plan, settings, public_ip="198.51.100.7", secrets=SECRETS))
+    assert "root /var/www/monster-ui;" in files["/etc/nginx/sites-enabled/monster-ui.conf"][0]
+    assert "/etc/nginx/sites-enabled/monster-ui.conf" not in files_of(MAXIMAL, "app1")

@@ -183,3 +183,11 @@ def test_hetzner_firewalls_open_only_public_rules(hetzner):
             if tcp_internal or ports == (11000, 11000):
                 assert (role, ports, sources) == ("media", (11000, 11000), {CARRIERS})
     assert opened == WORLD_OPEN
+
+
+def test_monster_ui_port_only_when_monster_ui_is_configured():
+    without = {(r.role.value, r.ports) for r in matrix()}
+    assert ("application", (80, 80)) not in without
+    monster = {"monsterUi": {"url": "https://mirror.example.com/monster-ui.tar.gz"}}
+    with_ui = [r for r in matrix(sources=monster) if r.ports == (80, 80)]
+    assert [(r.role.value, r.source.name) for r in with_ui] == [("application", "apiCidrs")]

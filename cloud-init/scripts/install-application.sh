@@ -18,4 +18,7 @@ fi
 if [ -n "${MONSTER_UI_URL:-}" ]; then
   apt_install nginx
   fetch_archive "$MONSTER_UI_URL" "$MONSTER_UI_SHA256" /var/www/monster-ui
+  # The browser calls crossbar directly: point api.default at this host's public address.
+  sed -i -E "s#(default: )'[^']*'#\1'http://${PUBLIC_IP}:8000/v2/'#" /var/www/monster-ui/js/config.js
+  rm -f /etc/nginx/sites-enabled/default
 fi
