@@ -68,7 +68,10 @@ ROLE_FILES = {
         ("kazoo.default.j2", "/etc/default/kazoo", "0640"),
         ("haproxy.cfg.j2", "/etc/haproxy/haproxy.cfg", "0644"),
     ],
-    Role.MEDIA: [("haproxy.cfg.j2", "/etc/haproxy/haproxy.cfg", "0644")],
+    Role.MEDIA: [
+        ("haproxy.cfg.j2", "/etc/haproxy/haproxy.cfg", "0644"),
+        ("freeswitch.env.j2", "/etc/kazoo/freeswitch/env", "0640"),
+    ],
     Role.PROXY: [
         ("kamailio-local.cfg.j2", "/etc/kazoo/kamailio/local.cfg", "0640"),
         ("kamailio.default.j2", "/etc/default/kamailio", "0644"),

@@ -193,6 +193,9 @@ def test_media_names_every_database_and_application(host):
     assert set(re.findall(r"server db\d+ ([\d.]+):5984", files["/etc/haproxy/haproxy.cfg"])) == ips(MAXIMAL, Role.DATABASE)
     assert nft_sources(files["/etc/nftables.conf"], "8031") == ips(MAXIMAL, Role.APPLICATION)
     assert nft_sources(files["/etc/nftables.conf"], "11000") == ips(MAXIMAL, Role.PROXY)
+    env = files["/etc/kazoo/freeswitch/env"]
+    assert "KZ_AMQP_HOST=broker1.maximal.aws.voip.example.com" in env
+    assert f"KZ_AMQP_PASS={SECRETS['rabbitmq_password']}" in env
 
 
 @pytest.mark.parametrize("host", ["proxy1", "proxy2"])
