@@ -44,7 +44,7 @@ class _Servers(pulumi.ComponentResource):
         self.servers: dict[str, ServerRefs] = {}
         for host in args.hosts:
             public_ip = cloud.public_ip(host, parent=self)
-            known_ip = _address_of(public_ip)
+            known_ip = cloud.address_of(public_ip) if public_ip is not None else None
             self.servers[host.name] = cloud.server(
                 host,
                 args.user_data(host, known_ip),
@@ -55,13 +55,6 @@ class _Servers(pulumi.ComponentResource):
             )
         self.public_ips = {name: refs.public_ip for name, refs in self.servers.items()}
         self.register_outputs({"public_ips": self.public_ips})
-
-
-def _address_of(public_ip: Optional[pulumi.Resource]) -> Optional[pulumi.Output[str]]:
-    if public_ip is None:
-        return None
-    # hcloud.PrimaryIp.ip_address / aws.ec2.Eip.public_ip
-    return getattr(public_ip, "ip_address", None) or getattr(public_ip, "public_ip")
 
 
 class DatabaseServers(_Servers):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from enum import Enum
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 from pydantic import (
     BaseModel,
@@ -382,10 +382,6 @@ def _decode(value: Any) -> Any:
         return json.loads(value)
     except ValueError:
         return value
-
-
-def _camel(field: str) -> str:
-    return to_camel(field)
 
 
 def _format_error(err: ValidationError) -> str:

@@ -20,7 +20,6 @@ from core.bootstrap import (
     HostContext,
     decode_user_data,
     rendered_files,
-    render_user_data,
 )
 from core.plan import plan_hosts
 from core.roles import Role

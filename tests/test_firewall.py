@@ -1,7 +1,5 @@
 """The firewall matrix as a table test, for the matrix itself and for each cloud's translation."""
 
-import ipaddress
-
 import pytest
 
 from core.firewall import INTERNAL_PORTS, firewall_matrix, internal_port_names, overlaps

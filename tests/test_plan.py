@@ -5,7 +5,7 @@ import ipaddress
 import pytest
 
 from core.plan import PlanError, plan_hosts
-from core.roles import ALL_ROLES, Role
+from core.roles import ALL_ROLES
 from core.settings import load_settings
 from harness import stack_config
 

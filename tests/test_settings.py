@@ -53,7 +53,7 @@ BAD_INPUTS = [
 @pytest.mark.parametrize("change,key,words", BAD_INPUTS, ids=[b[1] + ":" + b[2] for b in BAD_INPUTS])
 def test_bad_input_stops_before_any_resource(change, key, words):
     with pytest.raises(pulumi.RunError) as raised:
-        result = run_program(with_(**change))
+        run_program(with_(**change))
     message = str(raised.value)
     assert "\n" not in message
     assert message.startswith(key + ":"), message

@@ -172,6 +172,9 @@ class AwsSeam(CloudSeam):
             opts=self.opts(parent, protect=True),
         )
 
+    def address_of(self, public_ip) -> pulumi.Output[str]:
+        return public_ip.public_ip
+
     def server(self, host, user_data, network, spread_group, public_ip, parent) -> ServerRefs:
         groups = [network.security_groups[role].id for role in host.roles]
         instance = aws.ec2.Instance(
@@ -226,5 +229,5 @@ class AwsSeam(CloudSeam):
                 stop_instance_before_detaching=True,
                 opts=self.opts(parent),
             )
-        public = public_ip.public_ip if public_ip is not None else instance.public_ip
+        public = self.address_of(public_ip) if public_ip is not None else instance.public_ip
         return ServerRefs(server=instance, public_ip=public, private_ip=host.private_ip)

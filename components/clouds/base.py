@@ -70,6 +70,10 @@ class CloudSeam(ABC):
         """A protected public IPv4 that outlives the server, for hosts with stable_public_ip."""
 
     @abstractmethod
+    def address_of(self, public_ip: pulumi.Resource) -> pulumi.Output[str]:
+        """The IPv4 address of a resource returned by public_ip()."""
+
+    @abstractmethod
     def server(
         self,
         host: Host,

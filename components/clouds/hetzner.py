@@ -12,7 +12,7 @@ from typing import Optional
 import pulumi
 import pulumi_hcloud as hcloud
 
-from components.clouds.base import CloudSeam, NetworkRefs, ServerRefs, resource_name
+from components.clouds.base import CloudSeam, NetworkRefs, ServerRefs
 from core.bootstrap import encode_user_data
 from core.firewall import Rule
 from core.plan import Host, Plan
@@ -96,6 +96,9 @@ class HetznerSeam(CloudSeam):
             opts=self.opts(parent, protect=True),
         )
 
+    def address_of(self, public_ip) -> pulumi.Output[str]:
+        return public_ip.ip_address
+
     def server(self, host, user_data, network, spread_group, public_ip, parent) -> ServerRefs:
         server = hcloud.Server(
             host.name,
@@ -148,5 +151,5 @@ class HetznerSeam(CloudSeam):
                 automount=False,
                 opts=self.opts(parent),
             )
-        public = public_ip.ip_address if public_ip else server.ipv4_address
+        public = self.address_of(public_ip) if public_ip else server.ipv4_address
         return ServerRefs(server=server, public_ip=public, private_ip=host.private_ip)
