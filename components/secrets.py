@@ -6,6 +6,9 @@ from typing import Optional
 
 import pulumi
 import pulumi_random as random
+import pulumi_tls as tls
+
+from core.settings import Settings
 
 # name -> length. Alphanumeric only: these land in INI, Erlang args, AMQP URIs and shell env files.
 SECRETS = {
@@ -17,17 +20,38 @@ SECRETS = {
 
 
 class KazooSecrets(pulumi.ComponentResource):
-    def __init__(self, name: str, signalwire_token: Optional[str], opts: Optional[pulumi.ResourceOptions] = None):
+    """Host secrets, plus what the orchestration needs: an SSH key (the stack's, or one generated here
+    whose public half cloud-init installs) and the master account's password (given or generated)."""
+
+    def __init__(self, name: str, settings: Settings, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("kazoo:secrets:KazooSecrets", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
         self.values: dict[str, pulumi.Output[str]] = {
-            key: random.RandomPassword(
-                key.replace("_", "-"), length=length, special=False, opts=pulumi.ResourceOptions(parent=self)
-            ).result
+            key: random.RandomPassword(key.replace("_", "-"), length=length, special=False, opts=child).result
             for key, length in SECRETS.items()
         }
-        self.values["signalwire_token"] = pulumi.Output.secret(signalwire_token or "")
+        token = settings.signalwire_token
+        self.values["signalwire_token"] = pulumi.Output.secret(token.get_secret_value() if token else "")
+
+        self.operator_public_key: Optional[pulumi.Output[str]] = None
+        self.operator_private_key: Optional[pulumi.Output[str]] = None
+        self.master_password: Optional[pulumi.Output[str]] = None
+        if settings.orchestrate:
+            if settings.ssh_private_key is not None:
+                # its public half is expected among sshPublicKeys
+                self.operator_private_key = pulumi.Output.secret(settings.ssh_private_key.get_secret_value())
+            else:
+                key = tls.PrivateKey("orchestration-ssh", algorithm="ED25519", opts=child)
+                self.operator_public_key = key.public_key_openssh.apply(str.strip)
+                self.operator_private_key = key.private_key_openssh
+            if settings.master_password is not None:
+                self.master_password = pulumi.Output.secret(settings.master_password.get_secret_value())
+            else:
+                self.master_password = random.RandomPassword(
+                    "master-password", length=24, special=False, opts=child
+                ).result
         self.register_outputs({})
 
     def resolved(self) -> pulumi.Output[dict]:
-        """All values at once, for rendering (the result stays secret)."""
+        """All host secrets at once, for rendering (the result stays secret)."""
         return pulumi.Output.all(**self.values)

@@ -7,12 +7,14 @@ from typing import Optional
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from components.clouds import seam_for
-from components.secrets import KazooSecrets
+from components.clouds import ServerRefs, seam_for
 from components.network import KazooNetwork, KazooNetworkArgs
+from components.orchestration import Orchestration, OrchestrationArgs
+from components.secrets import KazooSecrets
 from components.servers import ROLE_COMPONENTS, CombinedServers, ServersArgs
-from core.bootstrap import HostContext, render_user_data
+from core.bootstrap import HostContext, config_bundle, config_digest, render_user_data
 from core.firewall import firewall_matrix, rules_for
+from core.orchestration import plan_steps
 from core.plan import Host, Plan, PlanError, plan_hosts
 from core.roles import ALL_ROLES, Role
 from core.settings import Layout, Settings, SettingsError, load_settings
@@ -39,17 +41,19 @@ def build(settings: Settings, plan: Plan, stack: str) -> None:
     cloud = seam_for(settings, stack)
     rules = firewall_matrix(settings)
     network = KazooNetwork("kazoo", KazooNetworkArgs(plan=plan, cloud=cloud))
-    token = settings.signalwire_token.get_secret_value() if settings.signalwire_token else None
-    secrets = KazooSecrets("kazoo", signalwire_token=token).resolved()
+    kazoo_secrets = KazooSecrets("kazoo", settings)
+    secrets = kazoo_secrets.resolved()
+    operator_key = pulumi.Output.from_input(kazoo_secrets.operator_public_key)
+
+    def render(host: Host, public_ip: Optional[pulumi.Input[str]], how) -> pulumi.Output[str]:
+        """`how(HostContext)` once the host's public IP, the secrets and the operator key are known."""
+        return pulumi.Output.all(public_ip, secrets, operator_key).apply(
+            lambda a: how(HostContext(host, plan, settings, public_ip=a[0], secrets=a[1],
+                                      operator_keys=(a[2],) if a[2] else ()))
+        )
 
     def user_data(host: Host, public_ip: Optional[pulumi.Output[str]]) -> pulumi.Output[str]:
-        ip = public_ip if public_ip is not None else pulumi.Output.from_input(None)
-        rendered = pulumi.Output.all(ip, secrets).apply(
-            lambda args: render_user_data(
-                HostContext(host, plan, settings, public_ip=args[0], secrets=args[1])
-            )
-        )
-        return pulumi.Output.secret(rendered)
+        return pulumi.Output.secret(render(host, public_ip, render_user_data))
 
     def args(hosts: list[Host], role: Optional[Role]) -> ServersArgs:
         return ServersArgs(
@@ -68,8 +72,41 @@ def build(settings: Settings, plan: Plan, stack: str) -> None:
     if not maximal:
         components.append(CombinedServers("combined", args(list(plan.hosts), None)))
 
-    public_ips = {name: ip for c in components for name, ip in c.public_ips.items()}
+    servers = {name: refs for c in components for name, refs in c.servers.items()}
+    public_ips = {name: refs.public_ip for name, refs in servers.items()}
     export_outputs(settings, plan, public_ips)
+    if settings.orchestrate:
+        orchestrate(settings, plan, servers, kazoo_secrets, render)
+
+
+def orchestrate(settings: Settings, plan: Plan, servers: dict[str, ServerRefs], secrets: KazooSecrets, render) -> None:
+    """The post-boot steps over SSH, and what they report."""
+    def known_ip(host: Host) -> Optional[pulumi.Output[str]]:
+        # Only a stable (protected) address is rendered into the configuration, as in the user-data.
+        return servers[host.name].public_ip if host.stable_public_ip else None
+
+    orchestration = Orchestration(
+        "kazoo",
+        OrchestrationArgs(
+            settings=settings,
+            steps=plan_steps(settings, plan),
+            servers=servers,
+            private_key=secrets.operator_private_key,
+            bundles={h.name: pulumi.Output.secret(render(h, known_ip(h), config_bundle)) for h in plan.hosts},
+            digests={h.name: pulumi.Output.unsecret(render(h, known_ip(h), config_digest)) for h in plan.hosts},
+            master_password=secrets.master_password,
+        ),
+    )
+    pulumi.export("readiness", orchestration.readiness)
+    pulumi.export(
+        "masterAccount",
+        {
+            "name": settings.master_account.name,
+            "realm": settings.master_realm,
+            "user": settings.master_account.user,
+            "password": pulumi.Output.secret(secrets.master_password),
+        },
+    )
 
 
 def export_outputs(settings: Settings, plan: Plan, public_ips: dict[str, pulumi.Output[str]]) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import io
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -44,6 +46,7 @@ class HostContext:
     settings: Settings
     public_ip: Optional[str] = None
     secrets: dict[str, str] = field(default_factory=dict)
+    operator_keys: tuple[str, ...] = ()  # the orchestration's public key, beside sshPublicKeys
 
 
 def render_template(name: str, ctx: HostContext, **extra) -> str:
@@ -77,7 +80,9 @@ ROLE_FILES = {
         ("kamailio.default.j2", "/etc/default/kamailio", "0644"),
     ],
 }
-COMMON_FILES = [("nftables.conf.j2", "/etc/nftables.conf", "0600")]
+# /etc/hosts is also written directly by cloud-init (it is needed before configure.sh runs); here
+# it travels with the rest, so a host added later reaches the running hosts' /etc/hosts.
+COMMON_FILES = [("nftables.conf.j2", "/etc/nftables.conf", "0600"), ("hosts.j2", "/etc/hosts", "0644")]
 SCRIPTS = ["lib.sh", "bootstrap.sh", "configure.sh", "freeswitch-local.sh"]
 BOOTSTRAP_DIR = "/opt/kazoo-bootstrap"
 RENDERED_DIR = "/etc/kazoo-bootstrap/files"
@@ -93,7 +98,6 @@ def template_values(ctx: HostContext) -> dict:
         "databases": databases,
         "brokers": plan.with_role(Role.BROKER)[: len(AMQP_NAMES)],
         "amqp_names": AMQP_NAMES,
-        "copies": min(3, len(databases)),
         # every node of one cluster shares one uuid; derived from a cluster secret, so it is stable
         "couchdb_uuid": hashlib.sha256(ctx.secrets.get("couchdb_cookie", "").encode()).hexdigest()[:32],
         "dist_ports": ERLANG_DIST_PORTS,
@@ -114,6 +118,50 @@ def rendered_files(ctx: HostContext) -> dict[str, tuple[str, str]]:
     return files
 
 
+def scripts_of(host: Host) -> list[str]:
+    return SCRIPTS + [f"install-{role.value}.sh" for role in host.roles]
+
+
+def bundle_files(ctx: HostContext) -> dict[str, tuple[str, int]]:
+    """What the orchestration pushes to a running host: {path: (content, mode)}. The bootstrap and
+    remote scripts (so a host created long ago runs today's) and the rendered configuration."""
+    files = {
+        f"{BOOTSTRAP_DIR}/{name}": ((CLOUD_INIT_DIR / "scripts" / name).read_text(), 0o755)
+        for name in scripts_of(ctx.host)
+    }
+    files.update(
+        {f"{BOOTSTRAP_DIR}/remote/{p.name}": (p.read_text(), 0o755)
+         for p in sorted((CLOUD_INIT_DIR / "remote").glob("*.sh"))}
+    )
+    files.update(
+        {RENDERED_DIR + path: (content, int(mode, 8)) for path, (content, mode) in rendered_files(ctx).items()}
+    )
+    return dict(sorted(files.items()))
+
+
+def config_bundle(ctx: HostContext) -> str:
+    """bundle_files as a base64 tar.gz, byte for byte the same for the same input."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path, (content, mode) in bundle_files(ctx).items():
+            data = content.encode()
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size, info.mode, info.mtime = len(data), mode, 0
+            tar.addfile(info, io.BytesIO(data))
+    return base64.b64encode(gzip.compress(raw.getvalue(), compresslevel=9, mtime=0)).decode()
+
+
+def config_digest(ctx: HostContext) -> str:
+    """A fingerprint of a host's bundle that holds no secret: secrets are swapped for their names
+    first, so it can trigger the config push in plain sight in a preview diff."""
+    blank = HostContext(ctx.host, ctx.plan, ctx.settings, ctx.public_ip,
+                        secrets={k: f"<{k}>" for k in ctx.secrets}, operator_keys=ctx.operator_keys)
+    digest = hashlib.sha256()
+    for path, (content, mode) in bundle_files(blank).items():
+        digest.update(f"{path}\0{mode:o}\0{content}\0".encode())
+    return "sha256:" + digest.hexdigest()[:16]
+
+
 def cloud_config(ctx: HostContext) -> dict:
     host = ctx.host
     files = [
@@ -124,11 +172,10 @@ def cloud_config(ctx: HostContext) -> dict:
             "permissions": "0600",
         },
     ]
-    scripts = SCRIPTS + [f"install-{role.value}.sh" for role in host.roles]
     files += [
         {"path": f"{BOOTSTRAP_DIR}/{name}", "content": (CLOUD_INIT_DIR / "scripts" / name).read_text(),
          "permissions": "0755"}
-        for name in scripts
+        for name in scripts_of(host)
     ]
     files += [
         {"path": RENDERED_DIR + path, "content": content, "permissions": mode}
@@ -151,7 +198,7 @@ def cloud_config(ctx: HostContext) -> dict:
                 "sudo": "ALL=(ALL) NOPASSWD:ALL",
                 "shell": "/bin/bash",
                 "lock_passwd": True,
-                "ssh_authorized_keys": list(ctx.settings.ssh_public_keys),
+                "ssh_authorized_keys": [*ctx.settings.ssh_public_keys, *ctx.operator_keys],
             },
         ],
         "write_files": files,

@@ -108,6 +108,16 @@ class DatabaseSettings(RoleSettings):
     volume_size: StrictInt = Field(default=50, description="GB of the CouchDB data volume")
     # CouchDB keeps quorum with 3 copies; fewer nodes in maximal must be acknowledged.
     allow_below_quorum: StrictBool = False
+    # CouchDB's [cluster] n (copies of each document) and q (shards per database) for new databases.
+    n: Optional[StrictInt] = Field(default=None, description="copies; default: min(3, database nodes)")
+    q: Optional[StrictInt] = Field(default=None, description="shards; default: 1 on one node, else 2")
+
+    @field_validator("n", "q")
+    @classmethod
+    def _at_least_one(cls, value: Optional[int]) -> Optional[int]:
+        if value is not None and not 1 <= value <= 64:
+            raise ValueError(f"must be between 1 and 64 (got {value})")
+        return value
 
     @field_validator("volume_size")
     @classmethod
@@ -278,6 +288,39 @@ class BootstrapSettings(_Model):
     skip: list[Component] = Field(default_factory=list)
 
 
+class SshSettings(_Model):
+    """How `pulumi up` reaches the hosts for the post-boot steps (user kazoo, key from sshPrivateKey
+    or generated)."""
+
+    bastion: Optional[StrictStr] = Field(
+        default=None, description="host or host:port to jump through; hosts are then reached on their private IP"
+    )
+    bastion_user: StrictStr = "kazoo"
+    dial_error_limit: StrictInt = Field(default=40, description="SSH dial attempts (15 s each) per step")
+
+    @field_validator("dial_error_limit")
+    @classmethod
+    def _bounded(cls, value: int) -> int:
+        if not 1 <= value <= 240:
+            raise ValueError(f"must be between 1 and 240 (got {value}); unbounded dials hang `pulumi up`")
+        return value
+
+
+class MasterAccountSettings(_Model):
+    """The Kazoo master (reseller) account created once by the orchestration."""
+
+    name: StrictStr = "master"
+    realm: Optional[StrictStr] = Field(default=None, description="SIP realm; default: master.<domain>")
+    user: StrictStr = "admin"
+
+    @field_validator("name", "user")
+    @classmethod
+    def _word(cls, value: str) -> str:
+        if not value or not all(c.isalnum() or c in "._-" for c in value):
+            raise ValueError(f"{value!r} must be letters, digits, '.', '_' or '-'")
+        return value
+
+
 class Settings(_Model):
     cloud: Cloud
     layout: Layout = Layout.SINGLE
@@ -302,6 +345,17 @@ class Settings(_Model):
     bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
     signalwire_token: Optional[SecretStr] = Field(
         default=None, description="SignalWire personal access token for the FreeSWITCH packages (secret)"
+    )
+    orchestrate: StrictBool = Field(
+        default=True, description="run the post-boot steps over SSH from `pulumi up` (false: by hand)"
+    )
+    ssh: SshSettings = Field(default_factory=SshSettings)
+    ssh_private_key: Optional[SecretStr] = Field(
+        default=None, description="OpenSSH private key for the orchestration (secret); default: generated"
+    )
+    master_account: MasterAccountSettings = Field(default_factory=MasterAccountSettings)
+    master_password: Optional[SecretStr] = Field(
+        default=None, description="password of the master account's user (secret); default: generated"
     )
 
     @field_validator("admin_cidrs", "sip_cidrs", "carrier_cidrs", "api_cidrs")
@@ -354,6 +408,13 @@ class Settings(_Model):
                 f"{NAMESPACE}:signalwireToken: media hosts need a SignalWire token for the FreeSWITCH "
                 "packages: pulumi config set --secret kazoo:signalwireToken <PAT>"
             )
+        if db.n is not None and db.n > self.database_count:
+            raise SettingsError(
+                f"{NAMESPACE}:roles.database.n: {db.n} copies need {db.n} database nodes "
+                f"(the {self.layout.value} layout has {self.database_count})"
+            )
+        if self.ssh_private_key is not None and "PRIVATE KEY" not in self.ssh_private_key.get_secret_value():
+            raise SettingsError(f"{NAMESPACE}:sshPrivateKey: not a PEM/OpenSSH private key")
         if self.cloud is Cloud.HETZNER and self.image.startswith("ami-"):
             raise SettingsError(f"{NAMESPACE}:image: {self.image} is an AWS AMI, not a Hetzner image")
         return self
@@ -362,6 +423,22 @@ class Settings(_Model):
     @property
     def effective_api_cidrs(self) -> list[str]:
         return self.api_cidrs if self.api_cidrs is not None else self.admin_cidrs
+
+    @property
+    def database_count(self) -> int:
+        return {Layout.SINGLE: 1, Layout.DUAL: 2}.get(self.layout, self.roles.database.count)
+
+    @property
+    def couchdb_n(self) -> int:
+        return self.roles.database.n or min(COUCHDB_QUORUM, self.database_count)
+
+    @property
+    def couchdb_q(self) -> int:
+        return self.roles.database.q or (1 if self.database_count == 1 else 2)
+
+    @property
+    def master_realm(self) -> str:
+        return self.master_account.realm or f"master.{self.domain}"
 
     def size_of(self, role: Optional[Role]) -> str:
         """Size of a host of `role`, or of a combined host when role is None."""

@@ -97,6 +97,15 @@ class Mocks(pulumi.runtime.Mocks):
             state["result"] = (f"{args.name.replace('-', '')}{n:x}" * 8)[:length]
         elif typ == "aws:ec2/placementGroup:PlacementGroup":
             rid = args.name
+        elif typ == "tls:index/privateKey:PrivateKey":
+            rid = args.name
+            state.update(
+                publicKeyOpenssh=f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5mock{n:08x} \n",
+                privateKeyOpenssh=f"-----BEGIN OPENSSH PRIVATE KEY-----\nmock{n:08x}\n-----END OPENSSH PRIVATE KEY-----\n",
+            )
+        elif typ == "command:remote:Command":
+            rid = f"{args.name}-{n:08x}"
+            state["stdout"] = f"ran {args.name}"
         else:
             rid = f"{args.name}-{n:08x}"
         return rid, state

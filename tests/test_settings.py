@@ -47,6 +47,13 @@ BAD_INPUTS = [
     (dict(hetzner={"locations": ["mars1"]}), "kazoo:hetzner.locations", "unknown location"),
     (dict(image="ami-0123456789abcdef0"), "kazoo:image", "not a Hetzner image"),
     (dict(network={"cidr": "10.0.0.0/20"}, roles={"media": {"count": 60}}), "kazoo:network.cidr", "too small"),
+    (dict(roles={"database": {"count": 3, "n": 4}}), "kazoo:roles.database.n", "need 4 database nodes"),
+    (dict(layout="dual", roles={"database": {"n": 3}}), "kazoo:roles.database.n", "dual layout has 2"),
+    (dict(roles={"database": {"q": 0}}), "kazoo:roles.database.q", "between 1 and 64"),
+    (dict(orchestrate="yes"), "kazoo:orchestrate", "valid boolean"),
+    (dict(ssh={"dialErrorLimit": -1}), "kazoo:ssh.dialErrorLimit", "unbounded dials"),
+    (dict(ssh={"bastionHost": "x"}), "kazoo:ssh.bastionHost", "unknown key"),
+    (dict(masterAccount={"name": "my master"}), "kazoo:masterAccount.name", "letters, digits"),
 ]
 
 
@@ -83,6 +90,12 @@ def test_missing_signalwire_token_stops_with_a_clear_line():
     assert str(raised.value).startswith("kazoo:signalwireToken: media hosts need a SignalWire token")
     # a stack that does not install FreeSWITCH itself needs none
     run_program({**BASE, "kazoo:bootstrap": {"skip": ["freeswitch"]}}, secrets={})
+
+
+def test_a_private_key_that_is_not_one_stops_without_echoing_it():
+    with pytest.raises(pulumi.RunError) as raised:
+        run_program(BASE, secrets={**TEST_SECRETS, "kazoo:sshPrivateKey": "hunter2"})
+    assert str(raised.value) == "kazoo:sshPrivateKey: not a PEM/OpenSSH private key"
 
 
 def test_below_quorum_can_be_acknowledged():

@@ -19,6 +19,9 @@ load_env() {
   mkdir -p "$STATE_DIR"
 }
 
+# Kazoo's maintenance shell against this host's Kazoo node (Kazoo 5 runs ecallmgr in kazoo_apps).
+kz_sup() { "${SUP:-sup}" -c "$ERLANG_COOKIE" "$@"; }
+
 # True when the stack's bootstrap.skip names this component.
 skipped() { [[ " ${KAZOO_SKIP:-} " == *" $1 "* ]]; }
 
@@ -30,12 +33,13 @@ once() {
   touch "$STATE_DIR/done-$name"
 }
 
+# retry TRIES CMD...: back off linearly, RETRY_SECONDS (default 5) longer after each failure.
 retry() {
   local tries=$1; shift
   local n=1
   until "$@"; do
     ((n >= tries)) && return 1
-    log "retry $n/$tries: $*"; sleep $((n * 5)); n=$((n + 1))
+    log "retry $n/$tries: $*"; sleep $((n * ${RETRY_SECONDS:-5})); n=$((n + 1))
   done
 }
 

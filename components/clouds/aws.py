@@ -204,13 +204,15 @@ class AwsSeam(CloudSeam):
                 ignore_changes=["userData", "userDataBase64", "ami"],
             ),
         )
+        ready: list[pulumi.Resource] = [instance]
         if public_ip is not None:
-            aws.ec2.EipAssociation(
+            association = aws.ec2.EipAssociation(
                 f"{host.name}-eip",
                 instance_id=instance.id,
                 allocation_id=public_ip.allocation_id,
                 opts=self.opts(parent),
             )
+            ready.append(association)
         if host.data_volume_gb:
             volume = aws.ebs.Volume(
                 f"{host.name}-couchdb",
@@ -221,7 +223,7 @@ class AwsSeam(CloudSeam):
                 tags=self.tags(f"{host.fqdn}-couchdb", host.roles),
                 opts=self.opts(parent, protect=True),
             )
-            aws.ec2.VolumeAttachment(
+            attachment = aws.ec2.VolumeAttachment(
                 f"{host.name}-couchdb",
                 device_name=DATA_DEVICE,
                 volume_id=volume.id,
@@ -229,5 +231,6 @@ class AwsSeam(CloudSeam):
                 stop_instance_before_detaching=True,
                 opts=self.opts(parent),
             )
+            ready.append(attachment)
         public = self.address_of(public_ip) if public_ip is not None else instance.public_ip
-        return ServerRefs(server=instance, public_ip=public, private_ip=host.private_ip)
+        return ServerRefs(server=instance, public_ip=public, private_ip=host.private_ip, ready=ready)

@@ -30,6 +30,9 @@ class ServerRefs:
     server: pulumi.Resource
     public_ip: pulumi.Output[str]
     private_ip: str
+    # What must exist before the host is reachable and whole: the server, its public IP association
+    # and its data volume attachment. The orchestration's first step on the host waits for these.
+    ready: list[pulumi.Resource] = field(default_factory=list)
 
 
 def resource_name(*parts: str) -> str:

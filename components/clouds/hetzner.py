@@ -133,6 +133,7 @@ class HetznerSeam(CloudSeam):
                 delete_before_replace=True,
             ),
         )
+        ready: list[pulumi.Resource] = [server]
         if host.data_volume_gb:
             volume = hcloud.Volume(
                 f"{host.name}-couchdb",
@@ -144,12 +145,13 @@ class HetznerSeam(CloudSeam):
                 opts=self.opts(parent, protect=True),
             )
             # Formatted once by the bootstrap, never by the cloud: a re-attach must keep the data.
-            hcloud.VolumeAttachment(
+            attachment = hcloud.VolumeAttachment(
                 f"{host.name}-couchdb",
                 server_id=_int(server.id),
                 volume_id=_int(volume.id),
                 automount=False,
                 opts=self.opts(parent),
             )
+            ready.append(attachment)
         public = self.address_of(public_ip) if public_ip else server.ipv4_address
-        return ServerRefs(server=server, public_ip=public, private_ip=host.private_ip)
+        return ServerRefs(server=server, public_ip=public, private_ip=host.private_ip, ready=ready)

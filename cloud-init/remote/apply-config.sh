@@ -1,0 +1,22 @@
+#!/bin/bash
+# Installs a received bundle: first the bootstrap scripts, then the rendered tree (replaced whole, so
+# a file dropped from the plan is dropped here too), then configure.sh applies what changed and
+# restarts only the services whose files changed. Usage: apply-config.sh STAGING_DIR
+set -euo pipefail
+staging=${1:?usage: apply-config.sh STAGING_DIR}
+opt=/opt/kazoo-bootstrap etc=/etc/kazoo-bootstrap
+
+install -d -m 0755 "$opt/remote"
+while IFS= read -r -d '' script; do
+  install -m 0755 "$script" "$opt/${script#"$staging/opt/kazoo-bootstrap/"}"
+done < <(find "$staging/opt/kazoo-bootstrap" -type f -name '*.sh' -print0)
+
+rm -rf "$etc/files.new" "$etc/files.old"
+cp -R --preserve=mode "$staging/etc/kazoo-bootstrap/files" "$etc/files.new"
+chown -R root:root "$etc/files.new" 2>/dev/null || true
+if [ -d "$etc/files" ]; then mv "$etc/files" "$etc/files.old"; fi
+mv "$etc/files.new" "$etc/files"
+rm -rf "$etc/files.old"
+
+# What changed goes to pulumi's output and to the host's bootstrap log.
+"$opt/configure.sh" 2>&1 | tee -a /var/log/kazoo-bootstrap.log

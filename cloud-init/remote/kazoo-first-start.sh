@@ -1,0 +1,27 @@
+#!/bin/bash
+# Kazoo's first start, once, on the first application host: wait until Kazoo has created its system
+# databases, import the prompts, refresh the views. Every step is safe to repeat.
+# Usage: kazoo-first-start.sh [PROMPTS_DIR]
+set -euo pipefail
+# shellcheck source=../scripts/lib.sh
+. /opt/kazoo-bootstrap/lib.sh
+load_env
+prompts=${1:-/opt/kazoo/sounds/en/us}
+API=${COUCHDB_API:-http://127.0.0.1:15984}  # HAProxy in front of every CouchDB node
+
+# More than 20 databases means Kazoo has created its system databases (2600Hz's install guide).
+databases() { curl -fsS -u "kazoo:$COUCHDB_PASSWORD" "$API/_all_dbs" | tr ',' '\n' | grep -c '"' || true; }
+for n in $(seq 1 "${WAIT_TRIES:-90}"); do
+  count=$(databases)
+  [ "${count:-0}" -gt 20 ] && break
+  [ "$n" -eq "${WAIT_TRIES:-90}" ] && die "Kazoo created ${count:-0} databases, expected more than 20"
+  log "waiting for Kazoo's system databases (${count:-0} so far)"; sleep "${WAIT_SECONDS:-10}"
+done
+
+if [ -d "$prompts" ]; then
+  kz_sup kazoo_media_maintenance import_prompts "$prompts"
+else
+  log "no prompts at $prompts: not imported"
+fi
+kz_sup kapps_maintenance refresh
+log "Kazoo first start done"

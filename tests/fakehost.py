@@ -1,0 +1,69 @@
+"""Runs the remote scripts as on a host, without a host: inside private mount and network namespaces
+(`unshare`) with overlays on /etc, /opt and /var, so the scripts find /opt/kazoo-bootstrap and
+/etc/kazoo-bootstrap where they expect them and nothing leaks onto this machine. Stand-ins for the
+programs that need a real Kazoo or CouchDB (`sup`, `curl`, `systemctl`, `sudo`) come first on PATH;
+each logs its calls to calls.log. Needs root (as .ci/run has)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from core.bootstrap import CLOUD_INIT_DIR, SCRIPTS
+
+STUBS = Path(__file__).resolve().parent / "stubs"
+OVERLAID = ("etc", "opt", "var")
+
+
+def available() -> bool:
+    return os.geteuid() == 0 and shutil.which("unshare") is not None
+
+
+class FakeHost:
+    def __init__(self, tmp: Path, host_env: dict[str, str]):
+        self.tmp = tmp
+        self.state = tmp / "state"  # stand-ins keep their state (e.g. the fake CouchDB) here
+        self.state.mkdir()
+        (tmp / "host.env").write_text("".join(f"{k}='{v}'\n" for k, v in host_env.items()))
+
+    @property
+    def calls(self) -> list[str]:
+        log = self.state / "calls.log"
+        return log.read_text().splitlines() if log.exists() else []
+
+    def run(self, command: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """Run `command` (a shell line, as pulumi-command would) on the fake host, as root."""
+        t = self.tmp
+        mounts = "\n".join(
+            f"mkdir -p {t}/ovl/{d}/u {t}/ovl/{d}/w && "
+            f"mount -t overlay overlay -o lowerdir=/{d},upperdir={t}/ovl/{d}/u,workdir={t}/ovl/{d}/w /{d}"
+            for d in OVERLAID
+        )
+        scripts = " ".join(str(CLOUD_INIT_DIR / "scripts" / s) for s in SCRIPTS)
+        driver = f"""set -e
+{mounts}
+mkdir -p /opt/kazoo-bootstrap/remote /etc/kazoo-bootstrap /var/log
+install -m 0755 {scripts} /opt/kazoo-bootstrap/
+install -m 0755 {CLOUD_INIT_DIR}/remote/*.sh /opt/kazoo-bootstrap/remote/
+install -m 0600 {t}/host.env /etc/kazoo-bootstrap/host.env
+set +e
+bash -c "$KAZOO_COMMAND"
+"""
+        environment = {
+            **os.environ,
+            "PATH": f"{STUBS}:{os.environ['PATH']}",
+            "STUB_STATE": str(self.state),
+            "KAZOO_COMMAND": command,
+            **(env or {}),
+        }
+        return subprocess.run(
+            ["unshare", "--mount", "--net", "--propagation", "private", "bash", "-c", driver],
+            input=stdin, capture_output=True, text=True, env=environment, timeout=120,
+        )
+
+    def file(self, path: str) -> str:
+        """A file the last run left in an overlaid directory."""
+        top, _, rest = path.lstrip("/").partition("/")
+        return (self.tmp / "ovl" / top / "u" / rest).read_text()

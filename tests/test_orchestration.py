@@ -1,0 +1,385 @@
+"""The post-boot orchestration: the planned steps and their dependencies under mocks, day-2 growth,
+and the remote scripts run on a fake host against stand-ins for sup, curl, systemctl and sudo."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from core.bootstrap import CLOUD_INIT_DIR, HostContext, config_bundle
+from core.orchestration import plan_steps
+from core.plan import plan_hosts
+from core.roles import Role
+from core.settings import load_settings
+from fakehost import FakeHost, available
+from harness import run_stack_file, stack_config
+
+COMMAND = "command:remote:Command"
+SERVER = {"hetzner": "index/server:Server", "aws": "ec2/instance:Instance"}
+
+
+def commands(result):
+    return {r.name: r for r in result.of_type(COMMAND)}
+
+
+def step_deps(result, name, kinds=(COMMAND,)):
+    """The names of the resources of `kinds` a command depends on (by default: the steps before it;
+    what its inputs are made of, such as secrets and addresses, is left out)."""
+    by_urn = {r.urn: r for r in result.registrations}
+    deps = [by_urn[u] for u in commands(result)[name].dependencies]
+    return {d.name for d in deps if d.type in kinds}
+
+
+@pytest.fixture(scope="module")
+def maximal():
+    return run_stack_file("aws-maximal")
+
+
+@pytest.fixture(scope="module")
+def single():
+    return run_stack_file("hetzner-single")
+
+
+# ----- the plan of steps, under mocks ------------------------------------------------------------
+
+@pytest.mark.parametrize("stack", ["hetzner-single", "aws-dual", "hetzner-maximal", "aws-maximal"])
+def test_every_host_waits_for_cloud_init_after_its_server(stack):
+    cloud = stack.split("-")[0]
+    result = run_stack_file(stack)
+    servers = {r.name: r for r in result.of_type(SERVER[cloud])}
+    cmds = commands(result)
+    for name, server in servers.items():
+        wait = cmds[f"wait-{name}"]
+        assert "cloud-init status --wait" in wait.inputs["create"]
+        assert server.urn in wait.dependencies
+        # deleted with the server it runs on: a destroy never dials a host that is going away
+        assert wait.deleted_with == server.urn
+    assert all(c.deleted_with in {s.urn for s in servers.values()} for c in cmds.values())
+
+
+def test_wait_also_waits_for_the_public_ip_and_the_data_volume(maximal):
+    kinds = ("aws:ec2/instance:Instance", "aws:ec2/volumeAttachment:VolumeAttachment",
+             "aws:ec2/eipAssociation:EipAssociation", COMMAND)
+    assert step_deps(maximal, "wait-db1", kinds) == {"db1", "db1-couchdb"}  # instance, volume attachment
+    assert step_deps(maximal, "wait-media1", kinds) == {"media1", "media1-eip"}  # instance, EIP association
+
+
+def test_each_step_needs_the_hosts_it_talks_to_and_nothing_more(maximal):
+    assert step_deps(maximal, "config-app2") == {"wait-app2"}
+    assert step_deps(maximal, "couchdb-cluster") == {"config-db1", "wait-db2", "wait-db3"}
+    assert step_deps(maximal, "kazoo-first-start") == {"couchdb-cluster", "config-app1", "wait-broker1", "wait-broker2"}
+    assert step_deps(maximal, "register-media2") == {"kazoo-first-start", "wait-media2"}
+    assert step_deps(maximal, "trust-proxy1") == {"kazoo-first-start", "wait-proxy1"}
+    assert step_deps(maximal, "carrier-192-0-2-0-28") == {"kazoo-first-start"}
+    assert step_deps(maximal, "master-account") == {"kazoo-first-start"}
+    assert step_deps(maximal, "readiness-media1") == {"config-media1", "register-media1"}
+    assert step_deps(maximal, "readiness-db2") == {"config-db2"}
+
+
+def test_maximal_forms_a_three_node_cluster_with_three_copies(maximal):
+    cluster = commands(maximal)["couchdb-cluster"]
+    fqdns = [f"db{i}.maximal.aws.voip.example.com" for i in (1, 2, 3)]
+    assert cluster.inputs["create"] == "sudo -n /opt/kazoo-bootstrap/remote/couchdb-cluster.sh " + " ".join(fqdns)
+    assert cluster.inputs["connection"]["host"] == maximal.outputs["hosts"]["db1"]["publicIp"]
+
+
+@pytest.mark.parametrize("layout,n,q", [("single", 1, 1), ("dual", 2, 2), ("maximal", 3, 2)])
+def test_couchdb_n_and_q_fit_the_layout(layout, n, q):
+    settings = load_settings({**stack_config(f"hetzner-{layout}")})
+    assert (settings.couchdb_n, settings.couchdb_q) == (n, q)
+
+
+def test_registrations_trust_and_carriers_run_on_the_first_app_host(maximal):
+    cmds = commands(maximal)
+    app1 = maximal.outputs["hosts"]["app1"]
+    proxy1 = maximal.outputs["hosts"]["proxy1"]
+    register = cmds["register-media1"]
+    assert register.inputs["connection"]["host"] == app1["publicIp"]
+    assert register.inputs["create"].endswith("ecallmgr.sh add-media media1.maximal.aws.voip.example.com")
+    assert register.inputs["delete"].endswith("ecallmgr.sh remove-media media1.maximal.aws.voip.example.com")
+    trust = cmds["trust-proxy1"]
+    assert trust.inputs["create"].endswith(f"ecallmgr.sh allow-sbc proxy1 {proxy1['privateIp']}")
+    assert trust.inputs["delete"].endswith("ecallmgr.sh remove-acl proxy1")
+    assert cmds["carrier-192-0-2-0-28"].inputs["create"].endswith("allow-carrier carrier-192-0-2-0-28 192.0.2.0/28")
+
+
+def test_secrets_travel_on_stdin_never_on_a_command_line(maximal):
+    cmds = commands(maximal)
+    password = maximal.outputs["masterAccount"]["password"]
+    assert password and len(password) == 24
+    assert cmds["master-account"].inputs["stdin"] == password + "\n"
+    assert "stdin" in cmds["master-account"].secret_inputs
+    for name, cmd in cmds.items():
+        assert "connection" in cmd.secret_inputs, name  # the private key is in there
+        assert password not in cmd.inputs["create"]
+        assert "PRIVATE KEY" not in cmd.inputs["create"]
+        if name.startswith("config-"):
+            assert "stdin" in cmd.secret_inputs
+            assert re.fullmatch(r"sha256:[0-9a-f]{16}", cmd.inputs["triggers"][0])
+            assert "triggers" not in cmd.secret_inputs  # readable in a preview diff
+
+
+def test_the_pushed_bundle_is_what_the_host_renders(maximal):
+    bundle = commands(maximal)["config-app1"].inputs["stdin"]
+    settings = load_settings(stack_config("aws-maximal"))
+    plan = plan_hosts(settings)
+    assert re.fullmatch(r"[A-Za-z0-9+/=]+", bundle)
+    names = subprocess.run(["bash", "-c", "base64 -d | tar -tzf -"], input=bundle, capture_output=True, text=True)
+    listed = set(names.stdout.split())
+    assert {"etc/kazoo-bootstrap/files/etc/kazoo/core/config.ini", "etc/kazoo-bootstrap/files/etc/hosts",
+            "opt/kazoo-bootstrap/configure.sh", "opt/kazoo-bootstrap/remote/ecallmgr.sh"} <= listed
+    config = subprocess.run(
+        ["bash", "-c", "base64 -d | tar -xzOf - etc/kazoo-bootstrap/files/etc/kazoo/core/config.ini"],
+        input=bundle, capture_output=True, text=True,
+    ).stdout
+    for broker in plan.with_role(Role.BROKER):
+        assert f"@{broker.fqdn}:5672" in config
+
+
+def test_generated_key_is_installed_by_cloud_init_and_used_to_connect(single):
+    from core.bootstrap import decode_user_data
+
+    key = single.named("orchestration-ssh")
+    server = single.of_type(SERVER["hetzner"])[0]
+    user_data = decode_user_data(server.inputs["userData"])
+    assert key.state["publicKeyOpenssh"].strip() in user_data
+    wait = commands(single)["wait-kazoo1"]
+    assert wait.inputs["connection"]["privateKey"] == key.state["privateKeyOpenssh"]
+    assert wait.inputs["connection"]["user"] == "kazoo"
+    assert wait.inputs["connection"]["dialErrorLimit"] == 40
+
+
+def test_a_given_private_key_replaces_the_generated_one():
+    pem = "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n"
+    result = run_stack_file("hetzner-single", secrets={"kazoo:signalwireToken": "t", "kazoo:sshPrivateKey": pem})
+    assert not result.of_type("index/privateKey:PrivateKey")
+    assert commands(result)["wait-kazoo1"].inputs["connection"]["privateKey"] == pem
+
+
+def test_bastion_reaches_hosts_on_their_private_ips():
+    result = run_stack_file("aws-maximal", {"ssh": {"bastion": "198.51.100.7:2222"}})
+    conn = commands(result)["wait-db2"].inputs["connection"]
+    assert conn["host"] == result.outputs["hosts"]["db2"]["privateIp"]
+    assert conn["proxy"]["host"] == "198.51.100.7" and conn["proxy"]["port"] == 2222
+
+
+def test_orchestrate_false_runs_nothing_over_ssh():
+    result = run_stack_file("aws-maximal", {"orchestrate": False})
+    assert not result.of_type(COMMAND)
+    assert not result.of_type("index/privateKey:PrivateKey")
+    assert "readiness" not in result.outputs and "masterAccount" not in result.outputs
+
+
+def test_skipped_components_have_no_steps():
+    settings = load_settings({**stack_config("hetzner-single"), "kazoo:bootstrap": {"skip": ["couchdb", "kazoo"]}})
+    names = {s.name for s in plan_steps(settings, plan_hosts(settings))}
+    assert names == {"wait-kazoo1", "config-kazoo1", "readiness-kazoo1"}
+
+
+def test_readiness_output_per_host(single):
+    assert single.outputs["readiness"] == {"kazoo1": "ran readiness-kazoo1"}
+    assert commands(single)["readiness-kazoo1"].inputs["create"].endswith(
+        "readiness.sh database broker application media proxy"
+    )
+
+
+def test_monster_ui_apps_are_registered_with_the_public_api_address():
+    result = run_stack_file(
+        "aws-maximal", {"sources": {"monsterUi": {"url": "https://example.com/monster-ui.tar.gz"}}}
+    )
+    ip = result.outputs["hosts"]["app1"]["publicIp"]
+    assert commands(result)["master-account"].inputs["create"].endswith(f"admin http://{ip}:8000/v2")
+
+
+# ----- day 2: growing never touches running servers -----------------------------------------------
+
+def changed_inputs(before, after, name):
+    old, new = commands(before)[name], commands(after)[name]
+    return {k for k in set(old.inputs) | set(new.inputs) if old.inputs.get(k) != new.inputs.get(k)}
+
+
+@pytest.mark.parametrize("cloud", ["hetzner", "aws"])
+def test_adding_a_media_host_registers_it_and_updates_its_peers(cloud):
+    before = run_stack_file(f"{cloud}-maximal")
+    after = run_stack_file(f"{cloud}-maximal", {"roles": {"media": {"count": 3}}})
+    added = set(commands(after)) - set(commands(before))
+    assert added == {"wait-media3", "config-media3", "register-media3", "readiness-media3"}
+    assert set(commands(before)) <= set(commands(after))
+    # the hosts that must now know media3 get a new configuration push, by its digest...
+    for host in ("app1", "app2", "db1", "broker1", "proxy1"):
+        assert changed_inputs(before, after, f"config-{host}") == {"stdin", "triggers"}, host
+    # ...while the running servers themselves do not change (user data aside, which is ignored)
+    servers_before = {r.name: r for r in before.of_type(SERVER[cloud])}
+    for server in after.of_type(SERVER[cloud]):
+        if server.name in servers_before:
+            old = servers_before[server.name]
+            keep = lambda r: {k: v for k, v in r.inputs.items() if k not in r.ignore_changes}
+            assert keep(old) == keep(server), server.name
+    # nothing else runs again: no other step's command line changed
+    for name in set(commands(before)):
+        if not name.startswith(("config-", "readiness-")):
+            assert changed_inputs(before, after, name) == set(), name
+
+
+def test_single_to_dual_grows_the_cluster_and_keeps_kazoo1():
+    before = run_stack_file("hetzner-dual", {"layout": "single"})
+    after = run_stack_file("hetzner-dual")
+    assert changed_inputs(before, after, "couchdb-cluster") == {"create"}
+    assert commands(after)["couchdb-cluster"].inputs["create"].endswith(
+        "kazoo1.dual.hetzner.voip.example.com kazoo2.dual.hetzner.voip.example.com"
+    )
+    assert {"register-kazoo2", "trust-kazoo2", "wait-kazoo2"} <= set(commands(after)) - set(commands(before))
+
+
+# ----- the remote scripts ------------------------------------------------------------------------
+
+def test_remote_scripts_pass_shellcheck():
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is None:
+        pytest.skip("shellcheck not installed (.ci/run installs it)")
+    scripts = sorted((CLOUD_INIT_DIR / "remote").glob("*.sh"))
+    assert len(scripts) == 8
+    for script in scripts:
+        assert "set -euo pipefail" in script.read_text(), script.name
+    run = subprocess.run([shellcheck, "-x", "-P", "SCRIPTDIR", *map(str, scripts)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout
+
+
+needs_root = pytest.mark.skipif(not available(), reason="needs root and unshare (as in .ci/run)")
+DB_ENV = {"FQDN": "db1.x.example", "COUCHDB_PASSWORD": "pw123", "ERLANG_COOKIE": "cookie42", "KAZOO_SKIP": ""}
+SCRIPT = "/opt/kazoo-bootstrap/remote/"
+
+
+def couchdb(host: FakeHost, **state):
+    (host.state / "couchdb.json").write_text(json.dumps(state))
+
+
+def posts(host: FakeHost) -> list[dict]:
+    return [json.loads(line.split(" ", 3)[3]) for line in host.calls if line.startswith("curl POST")]
+
+
+@needs_root
+def test_cluster_forms_once_then_changes_nothing(tmp_path):
+    host = FakeHost(tmp_path, DB_ENV)
+    couchdb(host, state="cluster_disabled", members=["couchdb@db1.x.example"])
+    nodes = "db1.x.example db2.x.example db3.x.example"
+    run = host.run(SCRIPT + "couchdb-cluster.sh " + nodes)
+    assert run.returncode == 0, run.stderr
+    actions = [(p["action"], p.get("remote_node") or p.get("host")) for p in posts(host)]
+    assert actions == [
+        ("enable_cluster", None),
+        ("enable_cluster", "db2.x.example"), ("add_node", "db2.x.example"),
+        ("enable_cluster", "db3.x.example"), ("add_node", "db3.x.example"),
+        ("finish_cluster", None),
+    ]
+    assert all(p.get("node_count") in (None, 3) for p in posts(host))
+    first = len(host.calls)
+    again = host.run(SCRIPT + "couchdb-cluster.sh " + nodes)
+    assert again.returncode == 0, again.stderr
+    assert not [c for c in host.calls[first:] if c.startswith("curl POST")]
+
+
+@needs_root
+def test_cluster_grows_by_the_new_node_only(tmp_path):
+    host = FakeHost(tmp_path, DB_ENV)
+    couchdb(host, state="cluster_finished", members=[f"couchdb@db{i}.x.example" for i in (1, 2, 3)])
+    run = host.run(SCRIPT + "couchdb-cluster.sh db1.x.example db2.x.example db3.x.example db4.x.example")
+    assert run.returncode == 0, run.stderr
+    assert [(p["action"], p.get("remote_node") or p.get("host")) for p in posts(host)] == [
+        ("enable_cluster", "db4.x.example"), ("add_node", "db4.x.example"),
+    ]
+
+
+@needs_root
+def test_cluster_stops_when_a_node_never_answers(tmp_path):
+    host = FakeHost(tmp_path, DB_ENV)
+    couchdb(host, state="cluster_enabled", members=["couchdb@db1.x.example"], down=["db2.x.example"])
+    run = host.run(SCRIPT + "couchdb-cluster.sh db1.x.example db2.x.example", env={"RETRY_SECONDS": "0"})
+    assert run.returncode != 0
+    assert "CouchDB on db2.x.example does not answer" in run.stderr
+    assert not any(p["action"] == "add_node" for p in posts(host))
+
+
+@needs_root
+def test_ecallmgr_registration_is_idempotent(tmp_path):
+    host = FakeHost(tmp_path, DB_ENV)
+    (host.state / "sup.add_fs_node").write_text("{error,node_exists}\n")
+    run = host.run(SCRIPT + "ecallmgr.sh add-media media1.x.example")
+    assert run.returncode == 0, run.stderr
+    run = host.run(SCRIPT + "ecallmgr.sh allow-sbc proxy1 10.20.0.5")
+    assert run.returncode == 0, run.stderr
+    assert host.calls == [
+        "sup -c cookie42 ecallmgr_maintenance add_fs_node freeswitch@media1.x.example",
+        "sup -c cookie42 ecallmgr_maintenance allow_sbc proxy1 10.20.0.5",
+        "sup -c cookie42 ecallmgr_maintenance reload_acls",
+    ]
+    bad = host.run(SCRIPT + "ecallmgr.sh add-carrier x 1.2.3.4")
+    assert bad.returncode != 0 and "unknown action 'add-carrier'" in bad.stderr
+
+
+@needs_root
+def test_master_account_is_created_once(tmp_path):
+    host = FakeHost(tmp_path, DB_ENV)
+    couchdb(host, accounts=[])
+    run = host.run(SCRIPT + "master-account.sh master master.x.example admin", stdin="s3cret\n")
+    assert run.returncode == 0, run.stderr
+    created = [c for c in host.calls if c.startswith("sup")]
+    assert created == ["sup -c cookie42 crossbar_maintenance create_account master master.x.example admin s3cret"]
+    couchdb(host, accounts=["0123456789abcdef0123456789abcdef"])
+    again = host.run(SCRIPT + "master-account.sh master master.x.example admin", stdin="s3cret\n")
+    assert again.returncode == 0, again.stderr
+    assert [c for c in host.calls if c.startswith("sup")] == created
+
+
+@needs_root
+def test_first_start_waits_for_the_system_databases(tmp_path):
+    host = FakeHost(tmp_path, DB_ENV)
+    couchdb(host, dbs=3)
+    run = host.run(SCRIPT + "kazoo-first-start.sh /nonexistent", env={"WAIT_TRIES": "2", "WAIT_SECONDS": "0"})
+    assert run.returncode != 0 and "expected more than 20" in run.stderr
+    assert not [c for c in host.calls if c.startswith("sup")]
+    couchdb(host, dbs=25)
+    run = host.run(SCRIPT + "kazoo-first-start.sh /nonexistent")
+    assert run.returncode == 0, run.stderr
+    assert [c for c in host.calls if c.startswith("sup")] == ["sup -c cookie42 kapps_maintenance refresh"]
+
+
+@needs_root
+def test_config_push_applies_changes_once(tmp_path):
+    if shutil.which("nft") is None:
+        pytest.skip("nft not installed (.ci/run installs it)")
+    settings = load_settings(stack_config("aws-maximal"))
+    plan = plan_hosts(settings)
+    secrets = {"erlang_cookie": "c", "couchdb_cookie": "cc", "couchdb_password": "p", "rabbitmq_password": "r",
+               "signalwire_token": "t"}
+    app1 = plan.host("app1")
+    env = {"FQDN": app1.fqdn, "PRIVATE_IP": app1.private_ip, "KAZOO_ROLES": "application", "KAZOO_SKIP": "",
+           "COUCHDB_PASSWORD": "p", "ERLANG_COOKIE": "c"}
+    host = FakeHost(tmp_path, env)
+    bundle = config_bundle(HostContext(app1, plan, settings, "198.51.100.1", secrets))
+    receive = (CLOUD_INIT_DIR / "remote" / "receive-config.sh").read_text()
+    # Two pushes of the same bundle in one boot of the fake host: the second changes nothing.
+    run = host.run(f'b=$(cat); for i in 1 2; do echo "== push $i"; bash -c "$R" <<<"$b"; done',
+                   stdin=bundle, env={"R": receive})
+    assert run.returncode == 0, run.stderr
+    first, second = run.stdout.split("== push 2")
+    assert "updated /etc/kazoo/core/config.ini" in first and "updated /etc/haproxy/haproxy.cfg" in first
+    assert "restarted haproxy" in first
+    assert "updated" not in second and "restarted" not in second
+    assert "amqp://kazoo:r@broker1" in host.file("/etc/kazoo/core/config.ini")
+
+    # A third media host: the app host gets it in /etc/hosts and in its firewall, and restarts nothing.
+    grown_settings = load_settings(stack_config("aws-maximal", {"roles": {"media": {"count": 3}}}))
+    grown = plan_hosts(grown_settings)
+    bundle2 = config_bundle(HostContext(grown.host("app1"), grown, grown_settings, "198.51.100.1", secrets))
+    run = host.run(f'bash -c "$R" <<<"$B1"; echo "== grown"; bash -c "$R" <<<"$B2"',
+                   env={"R": receive, "B1": bundle, "B2": bundle2})
+    assert run.returncode == 0, run.stderr
+    grown_log = run.stdout.split("== grown")[1]
+    assert "updated /etc/hosts" in grown_log and "updated /etc/nftables.conf" in grown_log
+    assert "restarted" not in grown_log
+    assert "media3" in host.file("/etc/hosts")
