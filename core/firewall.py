@@ -31,6 +31,13 @@ INTERNAL_PORTS = {
     "fax-proxy": (30950, 30950),
     "freeswitch-sip": (11000, 11001),  # Kamailio and, when listed, carriers only
 }
+# Internal ports are TCP, but for FreeSWITCH's SIP profile (UDP too). RTP (UDP) overlaps some of the
+# ranges above (the media proxy, the Erlang ranges), which is why the protocol matters.
+INTERNAL_UDP = {"freeswitch-sip"}
+
+
+def internal_protocols(name: str) -> tuple[str, ...]:
+    return ("tcp", "udp") if name in INTERNAL_UDP else ("tcp",)
 
 
 @dataclass(frozen=True)
@@ -135,11 +142,10 @@ def overlaps(ports: tuple[int, int], other: tuple[int, int]) -> bool:
 
 def internal_port_names(rule: Rule) -> list[str]:
     """Names of the internal ports a rule opens (empty for SIP, RTP, SSH, HTTP...)."""
-    # RTP's top port 32768 equals the first ephemeral port: only TCP counts for the Erlang ranges.
     return [
         name
         for name, ports in INTERNAL_PORTS.items()
-        if overlaps(rule.ports, ports) and not (rule.protocol == "udp" and name != "freeswitch-sip")
+        if overlaps(rule.ports, ports) and rule.protocol in internal_protocols(name)
     ]
 
 

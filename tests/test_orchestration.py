@@ -363,7 +363,7 @@ def test_config_push_applies_changes_once(tmp_path):
     bundle = config_bundle(HostContext(app1, plan, settings, "198.51.100.1", secrets))
     receive = (CLOUD_INIT_DIR / "remote" / "receive-config.sh").read_text()
     # Two pushes of the same bundle in one boot of the fake host: the second changes nothing.
-    run = host.run(f'b=$(cat); for i in 1 2; do echo "== push $i"; bash -c "$R" <<<"$b"; done',
+    run = host.run('b=$(cat); for i in 1 2; do echo "== push $i"; bash -c "$R" <<<"$b"; done',
                    stdin=bundle, env={"R": receive})
     assert run.returncode == 0, run.stderr
     first, second = run.stdout.split("== push 2")
@@ -376,7 +376,7 @@ def test_config_push_applies_changes_once(tmp_path):
     grown_settings = load_settings(stack_config("aws-maximal", {"roles": {"media": {"count": 3}}}))
     grown = plan_hosts(grown_settings)
     bundle2 = config_bundle(HostContext(grown.host("app1"), grown, grown_settings, "198.51.100.1", secrets))
-    run = host.run(f'bash -c "$R" <<<"$B1"; echo "== grown"; bash -c "$R" <<<"$B2"',
+    run = host.run('bash -c "$R" <<<"$B1"; echo "== grown"; bash -c "$R" <<<"$B2"',
                    env={"R": receive, "B1": bundle, "B2": bundle2})
     assert run.returncode == 0, run.stderr
     grown_log = run.stdout.split("== grown")[1]

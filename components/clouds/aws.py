@@ -12,7 +12,7 @@ from typing import Optional
 import pulumi
 import pulumi_aws as aws
 
-from components.clouds.base import CloudSeam, NetworkRefs, ServerRefs, resource_name
+from components.clouds.base import FIREWALL_ROLE_LABEL, CloudSeam, NetworkRefs, ServerRefs, resource_name
 from core.bootstrap import encode_user_data
 from core.firewall import Rule
 from core.plan import Host, Plan
@@ -133,6 +133,7 @@ class AwsSeam(CloudSeam):
                 ip_protocol=rule.protocol,
                 from_port=rule.ports[0],
                 to_port=rule.ports[1],
+                tags={FIREWALL_ROLE_LABEL: role.value},
                 opts=self.opts(parent),
             )
             base = (role.value, rule.purpose, rule.protocol, rule.port_text)

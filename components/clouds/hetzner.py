@@ -12,7 +12,7 @@ from typing import Optional
 import pulumi
 import pulumi_hcloud as hcloud
 
-from components.clouds.base import CloudSeam, NetworkRefs, ServerRefs
+from components.clouds.base import FIREWALL_ROLE_LABEL, CloudSeam, NetworkRefs, ServerRefs
 from core.bootstrap import encode_user_data
 from core.firewall import Rule
 from core.plan import Host, Plan
@@ -52,7 +52,7 @@ class HetznerSeam(CloudSeam):
         hcloud.Firewall(
             f"{role.value}-firewall",
             name=f"kazoo-{self.stack}-{role.value}",
-            labels=self.labels(),
+            labels={**self.labels(), FIREWALL_ROLE_LABEL: role.value},
             rules=[
                 hcloud.FirewallRuleArgs(
                     direction="in",
