@@ -1,176 +1,23 @@
-"""Runs the real Pulumi program under the Python SDK's mocks and records every registration.
-
-No Pulumi CLI, no provider plugin and no cloud is involved: the program's own __main__.py runs as it
-would under `pulumi up`, against a mock engine that hands out ids and addresses.
-"""
+"""Test helpers around the mock engine (tools/mock_engine.py): example stack files with the secrets
+a user would have set, edited the way a user edits them."""
 
 from __future__ import annotations
 
-import asyncio
-import zlib
-import json
-import runpy
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
-import pulumi
-import yaml
-from google.protobuf import json_format
-from pulumi.runtime import rpc
-from pulumi.runtime.mocks import MockMonitor
-
-ROOT = Path(__file__).resolve().parent.parent
-MAIN = ROOT / "__main__.py"
-STACKS = ROOT / "stacks"
-SECRET_SIG = rpc._special_sig_key  # "4dabf18193072939515e22adb298388d"
-SECRET_VALUE = rpc._special_secret_sig
+from tools.mock_engine import (  # noqa: F401  (re-exported for the tests)
+    MAIN,
+    ROOT,
+    STACKS,
+    RecordingMonitor,
+    Registration,
+    Result,
+    config_from_stack_file,
+)
+from tools.mock_engine import run_program as _run_program
 
 # Secrets a stack file cannot carry in clear text; tests set them as `pulumi config set --secret` would.
 TEST_SECRETS = {"kazoo:signalwireToken": "pat_test_token"}
-
-
-def _has_secret(node: Any) -> bool:
-    if isinstance(node, dict):
-        if node.get(SECRET_SIG) == SECRET_VALUE:
-            return True
-        return any(_has_secret(v) for v in node.values())
-    if isinstance(node, list):
-        return any(_has_secret(v) for v in node)
-    return False
-
-
-def _unwrap(node: Any) -> Any:
-    """Secret values arrive wrapped in the RPC form; tests read them as plain values."""
-    if isinstance(node, dict):
-        if node.get(SECRET_SIG) == SECRET_VALUE:
-            return _unwrap(node.get("value"))
-        return {k: _unwrap(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_unwrap(v) for v in node]
-    return node
-
-
-@dataclass
-class Registration:
-    type: str
-    name: str
-    urn: str
-    parent: str
-    inputs: dict
-    secret_inputs: set[str]
-    dependencies: list[str]
-    protect: bool
-    ignore_changes: list[str]
-    delete_before_replace: bool
-    deleted_with: str
-    replace_on_changes: list[str]
-    custom: bool
-    id: str = ""
-    state: dict = field(default_factory=dict)
-
-
-class Mocks(pulumi.runtime.Mocks):
-    """Plausible ids and addresses, derived from each resource's type and name so that two runs of
-    the program (before and after a config change) agree on everything they share."""
-
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
-        n = zlib.crc32(f"{args.typ}::{args.name}".encode())
-        ip = f"{n % 223 + 1}.{n >> 8 & 255}.{n >> 16 & 255}.{n >> 24 % 254 + 1}"
-        state = dict(args.inputs)
-        typ = args.typ
-        if typ.startswith("hcloud:"):
-            rid = str(n % 10**8)
-            if typ == "hcloud:index/primaryIp:PrimaryIp":
-                state["ipAddress"] = ip
-            if typ == "hcloud:index/server:Server":
-                state["ipv4Address"] = ip
-        elif typ == "aws:ec2/eip:Eip":
-            rid = f"eipalloc-{n:08x}"
-            state.update(publicIp=ip, allocationId=rid)
-        elif typ == "aws:ec2/instance:Instance":
-            rid = f"i-{n:017x}"
-            state["publicIp"] = ip
-        elif typ == "random:index/randomPassword:RandomPassword":
-            rid = "none"
-            length = int(args.inputs.get("length", 32))
-            state["result"] = (f"{args.name.replace('-', '')}{n:x}" * 8)[:length]
-        elif typ == "aws:ec2/placementGroup:PlacementGroup":
-            rid = args.name
-        elif typ == "tls:index/privateKey:PrivateKey":
-            rid = args.name
-            state.update(
-                publicKeyOpenssh=f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5mock{n:08x} \n",
-                privateKeyOpenssh=f"-----BEGIN OPENSSH PRIVATE KEY-----\nmock{n:08x}\n-----END OPENSSH PRIVATE KEY-----\n",
-            )
-        elif typ == "command:remote:Command":
-            rid = f"{args.name}-{n:08x}"
-            state["stdout"] = f"ran {args.name}"
-        else:
-            rid = f"{args.name}-{n:08x}"
-        return rid, state
-
-    def call(self, args: pulumi.runtime.MockCallArgs):
-        if args.token == "aws:ec2/getAmi:getAmi":
-            return {"id": "ami-0debian12mock", "imageId": "ami-0debian12mock", "name": "debian-12-amd64-mock"}
-        return {}
-
-
-class RecordingMonitor(MockMonitor):
-    def __init__(self, mocks: Mocks):
-        super().__init__(mocks)
-        self.registrations: list[Registration] = []
-
-    def RegisterResource(self, request):
-        response = super().RegisterResource(request)
-        if request.type == "pulumi:pulumi:Stack":
-            return response
-        raw = json_format.MessageToDict(request.object) if request.object else {}
-        inputs = _unwrap(rpc.deserialize_properties(request.object)) if request.object else {}
-        self.registrations.append(
-            Registration(
-                type=request.type,
-                name=request.name,
-                urn=response.urn,
-                parent=request.parent,
-                inputs=dict(inputs),
-                secret_inputs={k for k, v in raw.items() if _has_secret(v)},
-                dependencies=list(request.dependencies),
-                protect=bool(request.protect),
-                ignore_changes=list(request.ignoreChanges),
-                delete_before_replace=bool(request.deleteBeforeReplace),
-                deleted_with=request.deletedWith,
-                replace_on_changes=list(request.replaceOnChanges),
-                custom=bool(request.custom),
-                id=response.id,
-                state=self.resources.get(response.urn).state if response.urn in self.resources else {},
-            )
-        )
-        return response
-
-
-@dataclass
-class Result:
-    registrations: list[Registration]
-    outputs: dict[str, Any]
-
-    def of_type(self, suffix: str) -> list[Registration]:
-        """Registrations whose type token ends with suffix, e.g. 'Server' or 'vpc/securityGroupIngressRule'."""
-        return [r for r in self.registrations if r.type.split(":")[-1] == suffix or r.type.endswith(suffix)]
-
-    def named(self, name: str, type_suffix: str = "") -> Registration:
-        matches = [r for r in self.registrations if r.name == name and r.type.endswith(type_suffix)]
-        assert len(matches) == 1, f"{len(matches)} resources named {name}"
-        return matches[0]
-
-    @property
-    def urns(self) -> set[str]:
-        return {r.urn for r in self.registrations}
-
-
-def config_from_stack_file(path: Path) -> dict[str, Any]:
-    data = yaml.safe_load(path.read_text())
-    return dict(data.get("config") or {})
 
 
 def deep_merge(base: Any, change: Any) -> Any:
@@ -188,50 +35,9 @@ def stack_config(name: str, overrides: Optional[dict[str, Any]] = None) -> dict[
     return config
 
 
-def _as_config_value(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def run_program(
-    config: dict[str, Any],
-    stack: str = "test",
-    secrets: Optional[dict[str, str]] = None,
-    preview: bool = False,
-) -> Result:
-    """Run __main__.py under mocks with the given `kazoo:`-prefixed config. Raises what the program raises."""
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    mocks = Mocks()
-    monitor = RecordingMonitor(mocks)
-    pulumi.runtime.set_mocks(mocks, project="kazoo", stack=stack, preview=preview, monitor=monitor)
-    secrets = TEST_SECRETS if secrets is None else secrets
-    values = {k: _as_config_value(v) for k, v in {**config, **secrets}.items()}
-    pulumi.runtime.set_all_config(values, secret_keys=list(secrets))
-
-    exports: dict[str, Any] = {}
-    resolved: dict[str, Any] = {}
-    real_export = pulumi.export
-
-    def record_export(name: str, value: Any) -> None:
-        exports[name] = value
-        real_export(name, value)
-
-    @pulumi.runtime.test
-    def program():
-        runpy.run_path(str(MAIN), run_name="__main__")
-        # The test wrapper awaits what this returns: the stack outputs, fully resolved.
-        return pulumi.Output.from_input(exports).apply(resolved.update)
-
-    pulumi.export = record_export
-    try:
-        program()
-    finally:
-        pulumi.export = real_export
-        pulumi.runtime.settings.reset_options()
-        pulumi.runtime.set_all_config({}, secret_keys=[])
-        asyncio.set_event_loop(None)
-        loop.close()
-    return Result(monitor.registrations, resolved)
+def run_program(config: dict[str, Any], stack: str = "test", secrets: Optional[dict[str, str]] = None,
+                preview: bool = False) -> Result:
+    return _run_program(config, stack=stack, secrets=TEST_SECRETS if secrets is None else secrets, preview=preview)
 
 
 def run_stack_file(name: str, overrides: Optional[dict[str, Any]] = None, **kwargs) -> Result:
