@@ -14,10 +14,10 @@ import pulumi
 from pulumi_command import remote
 
 from components.clouds import ServerRefs
+from core.bootstrap import ADMIN_USER
 from core.orchestration import PUBLIC_IP, Stdin, Step
 from core.settings import Settings
 
-OPERATOR_USER = "kazoo"  # created by cloud-init on every host, with sudo
 PER_DIAL_TIMEOUT = 15  # seconds; times ssh.dialErrorLimit bounds how long a step waits for a host
 
 
@@ -91,7 +91,7 @@ class Orchestration(pulumi.ComponentResource):
         return remote.ConnectionArgs(
             # Through a bastion the hosts are reached on their planned private IPs.
             host=refs.private_ip if proxy else refs.public_ip,
-            user=OPERATOR_USER,
+            user=ADMIN_USER,  # created by cloud-init on every host, with sudo
             private_key=args.private_key,
             dial_error_limit=ssh.dial_error_limit,
             per_dial_timeout=PER_DIAL_TIMEOUT,

@@ -27,7 +27,8 @@ from core.settings import Cloud, Settings
 CLOUD_INIT_DIR = Path(__file__).resolve().parent.parent / "cloud-init"
 # Limits on what the cloud accepts: AWS counts the raw bytes before its own base64, Hetzner the string.
 USER_DATA_LIMITS = {"aws": 16 * 1024, "hetzner": 32 * 1024}
-ADMIN_USER = "kazoo"
+# The operators' login (sudo). Not "kazoo": that name belongs to the Kazoo package's service account.
+ADMIN_USER = "ops"
 
 _templates = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(CLOUD_INIT_DIR / "templates")),
@@ -187,6 +188,7 @@ def cloud_config(ctx: HostContext) -> dict:
         "prefer_fqdn_over_hostname": True,
         "manage_etc_hosts": False,  # /etc/hosts lists every host of the plan instead
         "timezone": "UTC",  # Kazoo requires UTC
+        "locale": "C.UTF-8",  # built into glibc: no locale to generate, none missing on a lean image
         "ssh_pwauth": False,
         "disable_root": True,
         "users": [

@@ -295,7 +295,7 @@ class SshSettings(_Model):
     bastion: Optional[StrictStr] = Field(
         default=None, description="host or host:port to jump through; hosts are then reached on their private IP"
     )
-    bastion_user: StrictStr = "kazoo"
+    bastion_user: StrictStr = "ops"
     dial_error_limit: StrictInt = Field(default=40, description="SSH dial attempts (15 s each) per step")
 
     @field_validator("dial_error_limit")

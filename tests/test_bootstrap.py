@@ -232,6 +232,58 @@ def test_single_host_keeps_couchdb_copies_at_one():
     assert "n = 1" in files_of("hetzner-single", "kazoo1")["/opt/couchdb/etc/local.d/10-kazoo.ini"]
 
 
+# ----- Kamailio itself parses the rendered local.cfg ----------------------------------------------
+
+# What kazoo-configs-kamailio's kamailio.cfg puts around local.cfg: the log level names, then the
+# include; here followed by the kazoo module taking every AMQP URL the file defines. `kamailio -c`
+# then checks our directives, listen/advertise sockets and that the kazoo module accepts the URLs.
+KAMAILIO_HARNESS = """#!KAMAILIO
+#!define L_WARN 0
+#!define L_NOTICE 1
+#!define L_INFO 2
+#!define L_DBG 3
+include_file "local.cfg"
+loadmodule "xlog.so"
+loadmodule "kazoo.so"
+{modparams}
+request_route {{
+  xlog("L_INFO", "MY_HOSTNAME MY_IP_ADDRESS\\n");
+}}
+"""
+KAMAILIO_MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules"
+
+
+def kamailio_check(local_cfg: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    kamailio = need("kamailio")
+    (tmp_path / "local.cfg").write_text(local_cfg)
+    urls = re.findall(r"^#!substdef \"!(MY_AMQP_\w*URL)!", local_cfg, re.M)
+    modparams = "\n".join(f'modparam("kazoo", "amqp_connection", "{u}")' for u in urls)
+    (tmp_path / "kamailio.cfg").write_text(KAMAILIO_HARNESS.format(modparams=modparams))
+    modules = KAMAILIO_MODULES if os.path.isdir(KAMAILIO_MODULES) else "/usr/lib/kamailio/modules"
+    return subprocess.run([kamailio, "-c", "-f", str(tmp_path / "kamailio.cfg"), "-L", modules],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("stack,host,listen", [
+    ("aws-maximal", "proxy1", "udp: 10.20.20.10:5060 advertise 198.51.100.7:5060"),
+    ("hetzner-single", "kazoo1", "udp: 198.51.100.7:5060"),
+    ("hetzner-maximal", "proxy2", "tcp: 198.51.100.7:7000"),
+])
+def test_kamailio_accepts_the_rendered_local_cfg(stack, host, listen, tmp_path):
+    ctx = next(c for c in contexts(stack) if c.host.name == host)
+    local_cfg = rendered_files(HostContext(ctx.host, ctx.plan, ctx.settings, "198.51.100.7", SECRETS))[
+        "/etc/kazoo/kamailio/local.cfg"][0]
+    run = kamailio_check(local_cfg, tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert listen in run.stdout + run.stderr
+
+
+def test_kamailio_check_rejects_a_bad_amqp_url(tmp_path):
+    local_cfg = files_of("aws-maximal", "proxy1")["/etc/kazoo/kamailio/local.cfg"].replace("kazoo://", "kazoo:/", 1)
+    run = kamailio_check(local_cfg, tmp_path)
+    assert run.returncode != 0 and "ERROR PARSING URL" in run.stdout + run.stderr
+
+
 # ----- RabbitMQ itself accepts the rendered config and credentials -------------------------------
 
 def test_rabbitmq_accepts_rendered_config_and_credentials(tmp_path):

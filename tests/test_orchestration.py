@@ -149,7 +149,7 @@ def test_generated_key_is_installed_by_cloud_init_and_used_to_connect(single):
     assert key.state["publicKeyOpenssh"].strip() in user_data
     wait = commands(single)["wait-kazoo1"]
     assert wait.inputs["connection"]["privateKey"] == key.state["privateKeyOpenssh"]
-    assert wait.inputs["connection"]["user"] == "kazoo"
+    assert wait.inputs["connection"]["user"] == "ops"
     assert wait.inputs["connection"]["dialErrorLimit"] == 40
 
 

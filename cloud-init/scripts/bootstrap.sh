@@ -9,7 +9,8 @@ load_env
 log "bootstrap of $FQDN ($KAZOO_ROLES) started"
 
 wait_for_private_ip
-once base-packages bash -c '. /opt/kazoo-bootstrap/lib.sh; apt_update; apt_install chrony nftables curl ca-certificates gnupg'
+# netbase: /etc/protocols, which nft needs to read protocol names in the ruleset
+apt_install chrony nftables netbase curl ca-certificates gnupg
 # The host firewall first: nothing listens before the matrix is in force.
 "$BOOTSTRAP_DIR/configure.sh" firewall
 

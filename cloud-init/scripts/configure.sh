@@ -24,12 +24,28 @@ service_of() {
   esac
 }
 
+# Which group may read a path: files holding secrets are 0640, readable by their service's account.
+group_of() {
+  local group
+  case $1 in
+    /etc/rabbitmq/*) group=rabbitmq ;;
+    /opt/couchdb/etc/*) group=couchdb ;;
+    /etc/kazoo/core/*) group=kazoo ;;
+    /etc/kazoo/kamailio/*) group=kamailio ;;
+    /etc/kazoo/freeswitch/*) group=freeswitch ;;
+    *) group=root ;;
+  esac
+  # The account appears with its package: until then root, and the next run hands the file over.
+  getent group "$group" >/dev/null && echo "$group" || echo root
+}
+
 changed=()
 install_file() {
-  local src=$1 dest=${1#"$FILES"} mode
+  local src=$1 dest=${1#"$FILES"} mode group
   mode=$(stat -c %a "$src")
-  if ! cmp -s "$src" "$dest"; then
-    install -D -m "$mode" "$src" "$dest"
+  group=$(group_of "$dest")
+  if ! cmp -s "$src" "$dest" || [ "$(stat -c %G "$dest")" != "$group" ]; then
+    install -D -m "$mode" -g "$group" "$src" "$dest"
     log "updated $dest"
     changed+=("$(service_of "$dest")")
   fi
@@ -59,15 +75,18 @@ if [ -d /etc/kazoo/freeswitch ]; then
 fi
 
 nft -f /etc/nftables.conf
+failed=()
 for service in $(printf '%s\n' "${changed[@]}" | sort -u); do
   case $service in
     "" | nftables | freeswitch-maybe) ;;
     *)
       if systemctl list-unit-files "$service.service" >/dev/null 2>&1; then
         systemctl enable "$service" >/dev/null 2>&1 || true
-        systemctl restart "$service" && log "restarted $service"
+        if systemctl restart "$service"; then log "restarted $service"; else failed+=("$service"); fi
       fi
       ;;
   esac
 done
+# A service that does not start with its new configuration fails the run (and so the bootstrap).
+((${#failed[@]} == 0)) || die "did not start with the new configuration: ${failed[*]}"
 log "configuration applied"

@@ -5,6 +5,8 @@ set -euo pipefail
 . /opt/kazoo-bootstrap/lib.sh
 load_env
 DATA=/srv/couchdb
+# A skipped CouchDB (managed elsewhere) leaves the data volume alone too.
+if skipped couchdb; then log "couchdb skipped (bootstrap.skip): volume left as is"; exit 0; fi
 
 # The data volume is attached by the cloud after the server exists: wait for a disk that is neither
 # the root disk nor partitioned. Format it only when it holds no filesystem: never reformat.
@@ -29,7 +31,6 @@ uuid=$(blkid -s UUID -o value "$disk")
 grep -q "$uuid" /etc/fstab || echo "UUID=$uuid $DATA ext4 defaults,nofail 0 2" >> /etc/fstab
 mountpoint -q "$DATA" || mount "$DATA"
 
-if skipped couchdb; then log "couchdb skipped (bootstrap.skip)"; exit 0; fi
 add_apt_source couchdb "$COUCHDB_KEY" "$COUCHDB_REPO" "$COUCHDB_SUITE"
 pin_version 'couchdb' "$COUCHDB_VERSION" couchdb
 # Answer the package's questions: clustered node named after the FQDN, our cookie and admin.

@@ -43,13 +43,22 @@ retry() {
   done
 }
 
+# Install what is not installed yet. Packages a pre-baked image already has are not fetched again,
+# so such an image boots without reaching a mirror; the package index is refreshed once per boot,
+# and only when something is missing.
 apt_install() {
+  local missing=() package
+  for package in "$@"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+  done
+  ((${#missing[@]})) || return 0
+  [ -e /run/kazoo-apt-updated ] || apt_update
   # Keep configuration files this bootstrap already put in place.
   retry 5 apt-get -o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef \
-    -o Dpkg::Options::=--force-confold install -y -q --no-install-recommends "$@"
+    -o Dpkg::Options::=--force-confold install -y -q --no-install-recommends "${missing[@]}"
 }
 
-apt_update() { retry 5 apt-get -o DPkg::Lock::Timeout=300 update -q; }
+apt_update() { retry 5 apt-get -o DPkg::Lock::Timeout=300 update -q && touch /run/kazoo-apt-updated; }
 
 # add_apt_source NAME KEY_URL REPO_URL SUITE [AUTH_HOST AUTH_TOKEN]
 add_apt_source() {

@@ -1,0 +1,219 @@
+"""Boots rendered user-data for real: Debian 12 hosts in systemd-nspawn on a private network.
+
+- `debian_root()` builds a Debian 12 root once (debootstrap minbase, then cloud-init, systemd and the
+  Debian packages the bootstrap installs, so the hosts need no mirror at boot) and caches it under
+  /var/cache/kazoo-e2e, keyed by its package list.
+- `PrivateNetwork` is a bridge in a network namespace of its own, plus one namespace per host joined
+  to it by a veth pair, addressed with the plan's static private IPs. Nothing is added to this
+  machine's own network namespace.
+- `Host.boot()` gives the host its user-data as a NoCloud seed and boots the cached root (under an
+  overlay, so the cache stays clean) with systemd-nspawn inside the host's namespace.
+Everything started is stopped and removed by `close()`, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Optional
+
+CACHE = Path(os.environ.get("KAZOO_E2E_CACHE", "/var/cache/kazoo-e2e"))
+MIRROR = os.environ.get("KAZOO_E2E_MIRROR", "http://deb.debian.org/debian")
+# What a Debian 12 cloud image has (cloud-init, systemd, sshd, sudo) and the Debian packages the
+# bootstrap installs for the roles the e2e test boots, pre-baked so that no host needs a mirror.
+PACKAGES = [
+    "cloud-init", "systemd-sysv", "dbus", "udev", "iproute2", "sudo", "openssh-server", "procps",
+    "chrony", "nftables", "netbase", "curl", "ca-certificates", "gnupg", "rabbitmq-server", "haproxy",
+]
+CLOUD_CFG = """\
+# e2e: the NoCloud seed only; the network is set up from outside, before boot
+datasource_list: [NoCloud, None]
+network: {config: disabled}
+"""
+IMAGE_VERSION = "1"
+
+
+def tools_available() -> Optional[str]:
+    """None when this machine can run the boot test, else why not."""
+    if os.geteuid() != 0:
+        return "needs root"
+    for tool in ("debootstrap", "systemd-nspawn", "ip", "unshare", "nsenter"):
+        if shutil.which(tool) is None:
+            return f"{tool} not installed (.ci/run installs it)"
+    return None
+
+
+def run(*cmd: str, check: bool = True, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, **kwargs)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def debian_root() -> Path:
+    key = hashlib.sha256((IMAGE_VERSION + MIRROR + " ".join(PACKAGES)).encode()).hexdigest()[:12]
+    root = CACHE / f"bookworm-{key}"
+    if (root / ".kazoo-e2e-complete").exists():
+        return root
+    CACHE.mkdir(parents=True, exist_ok=True)
+    work = CACHE / f"bookworm-{key}.building"
+    shutil.rmtree(work, ignore_errors=True)
+    run("debootstrap", "--variant=minbase", "bookworm", str(work), MIRROR, timeout=900)
+    # No service may start inside the chroot while packages install.
+    policy = work / "usr/sbin/policy-rc.d"
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    install = (
+        f"mount -t proc proc {work}/proc && mount --rbind /sys {work}/sys && mount --rbind /dev {work}/dev && "
+        f"chroot {work} apt-get install -y -q --no-install-recommends {' '.join(PACKAGES)}"
+    )
+    run("unshare", "--mount", "--fork", "--propagation", "private", "sh", "-c", install,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, timeout=900)
+    policy.unlink()
+    (work / "etc/cloud/cloud.cfg.d/99-kazoo-e2e.cfg").write_text(CLOUD_CFG)
+    run("chroot", str(work), "apt-get", "clean")
+    (work / ".kazoo-e2e-complete").touch()
+    work.rename(root)
+    return root
+
+
+class PrivateNetwork:
+    """A switch (bridge in its own namespace) and one namespace per attached host."""
+
+    def __init__(self, prefix: str, cidr_prefix: int):
+        self.prefix = prefix  # unique per run: namespaces are global to the machine
+        self.cidr_prefix = cidr_prefix
+        self.switch = f"{prefix}sw"
+        self.namespaces: list[str] = []
+        run("ip", "netns", "add", self.switch)
+        self.namespaces.append(self.switch)
+        run("ip", "-n", self.switch, "link", "add", "br0", "type", "bridge")
+        run("ip", "-n", self.switch, "link", "set", "br0", "up")
+
+    def attach(self, name: str, address: str) -> str:
+        ns = f"{self.prefix}{name}"
+        run("ip", "netns", "add", ns)
+        self.namespaces.append(ns)
+        port = f"p{len(self.namespaces)}"
+        run("ip", "-n", self.switch, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        run("ip", "-n", self.switch, "link", "set", port, "master", "br0", "up")
+        run("ip", "-n", ns, "addr", "add", f"{address}/{self.cidr_prefix}", "dev", "eth0")
+        run("ip", "-n", ns, "link", "set", "eth0", "up")
+        run("ip", "-n", ns, "link", "set", "lo", "up")
+        return ns
+
+    def close(self) -> None:
+        for ns in reversed(self.namespaces):
+            run("ip", "netns", "del", ns, check=False)
+        self.namespaces.clear()
+
+
+class Host:
+    """One booted host: a systemd-nspawn container sharing the network namespace `ns`."""
+
+    def __init__(self, name: str, ns: str, root: Path, workdir: Path):
+        self.name, self.ns, self.root = name, ns, root
+        self.dir = workdir / name
+        self.upper = self.dir / "upper"
+        for d in ("upper", "work", "merged"):
+            (self.dir / d).mkdir(parents=True, exist_ok=True)
+        self.process: Optional[subprocess.Popen] = None
+        self.console = self.dir / "console.log"
+        self.hostname = name
+
+    def seed(self, user_data: bytes, fqdn: str) -> None:
+        seed = self.upper / "var/lib/cloud/seed/nocloud"
+        seed.mkdir(parents=True, exist_ok=True)
+        (seed / "user-data").write_bytes(user_data)
+        (seed / "meta-data").write_text(f"instance-id: {self.name}-e2e\nlocal-hostname: {fqdn}\n")
+        # The hostname the cloud gives a server before cloud-init runs (Hetzner: the server's name).
+        self.hostname = fqdn
+
+    def boot(self) -> None:
+        d = self.dir
+        script = (
+            f"mount -t overlay overlay -o lowerdir={self.root},upperdir={d}/upper,workdir={d}/work {d}/merged && "
+            # this machine has no systemd of its own: nspawn wants a /run it can use
+            "mount -t tmpfs tmpfs /run && "
+            f"exec systemd-nspawn -D {d}/merged --machine={self.ns} --hostname={self.hostname} --register=no --keep-unit --console=pipe "
+            "--capability=CAP_NET_ADMIN,CAP_NET_RAW -b"
+        )
+        log = self.console.open("wb")
+        self.process = subprocess.Popen(
+            # nsenter, not `ip netns exec`: that remounts /sys and would hide the cgroup hierarchy
+            ["nsenter", f"--net=/run/netns/{self.ns}", "unshare", "--mount", "--fork", "--propagation", "private",
+             "sh", "-c", script],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+
+    def init_pid(self) -> Optional[int]:
+        """PID (as seen here) of the container's systemd: a descendant of the boot process running in a
+        PID namespace of its own."""
+        if self.process is None:
+            return None
+        own = os.readlink("/proc/self/ns/pid")
+        children: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                children.setdefault(ppid, []).append(int(entry))
+        queue = [self.process.pid]
+        while queue:
+            pid = queue.pop(0)
+            try:
+                if os.readlink(f"/proc/{pid}/ns/pid") != own and Path(f"/proc/{pid}/comm").read_text().strip() == "systemd":
+                    return pid
+            except OSError:
+                pass
+            queue += children.get(pid, [])
+        return None
+
+    def exec(self, *cmd: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run a command inside the container (its mount, UTS, IPC, network and PID namespaces)."""
+        pid = self.init_pid()
+        if pid is None:
+            raise RuntimeError(f"{self.name} is not running; console:\n{self.console_text()}")
+        return run("nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "--", *cmd, check=False, timeout=timeout)
+
+    def file(self, path: str) -> Optional[str]:
+        """A file the host wrote, read from outside (the overlay's upper layer), or None."""
+        target = self.upper / path.lstrip("/")
+        return target.read_text() if target.exists() else None
+
+    def wait_for_cloud_init(self, timeout: float) -> dict:
+        """cloud-init's result.json, once it has finished (it is written at the end of the final stage)."""
+        import json
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.file("/var/lib/cloud/data/result.json")
+            if text:
+                return json.loads(text)
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} stopped during boot; console:\n{self.console_text()}")
+            time.sleep(2)
+        raise TimeoutError(f"{self.name}: cloud-init did not finish in {timeout:.0f} s; console:\n{self.console_text()}")
+
+    def console_text(self) -> str:
+        return self.console.read_text(errors="replace")[-4000:] if self.console.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        # nspawn turns SIGTERM into an orderly shutdown of the container
+        pid = self.init_pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGRTMIN + 4)  # systemd: poweroff
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=30)
