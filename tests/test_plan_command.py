@@ -117,6 +117,6 @@ def test_diagram_draws_every_host_and_the_kinds_of_traffic(maximal):
 def test_readme_diagrams_are_current(layout):
     settings = load_settings(stack_config(f"aws-{layout}"))
     dot = layout_dot(settings, plan_hosts(settings), f"Kazoo {layout} layout (aws-{layout})")
-    assert (DOCS / f"{layout}.dot").read_text() == dot, f"regenerate docs/diagrams (README: Offline plan)"
+    assert (DOCS / f"{layout}.dot").read_text() == dot, "regenerate docs/diagrams (README: Offline plan)"
     assert (DOCS / f"{layout}.svg").exists()
     assert f"docs/diagrams/{layout}.svg" in (ROOT / "README.md").read_text()
