@@ -225,6 +225,22 @@ def test_adding_a_media_host_registers_it_and_updates_its_peers(cloud):
             assert changed_inputs(before, after, name) == set(), name
 
 
+def test_removing_a_media_host_deregisters_it_before_its_server_goes():
+    """Pulumi deletes what depends on a resource before the resource: the registration (run on app1,
+    with a delete command) depends on wait-media3, which depends on the media3 server."""
+    grown = run_stack_file("aws-maximal", {"roles": {"media": {"count": 3}}})
+    shrunk = run_stack_file("aws-maximal")
+    gone = set(commands(grown)) - set(commands(shrunk))
+    assert gone == {"wait-media3", "config-media3", "register-media3", "readiness-media3"}
+    register = commands(grown)["register-media3"]
+    assert register.inputs["delete"].endswith("ecallmgr.sh remove-media media3.maximal.aws.voip.example.com")
+    assert "wait-media3" in step_deps(grown, "register-media3")
+    media3 = grown.named("media3", "ec2/instance:Instance")
+    assert media3.urn in commands(grown)["wait-media3"].dependencies
+    # it runs on app1, which stays: the delete command can run
+    assert register.deleted_with == grown.named("app1", "ec2/instance:Instance").urn
+
+
 def test_single_to_dual_grows_the_cluster_and_keeps_kazoo1():
     before = run_stack_file("hetzner-dual", {"layout": "single"})
     after = run_stack_file("hetzner-dual")
