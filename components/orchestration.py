@@ -27,6 +27,7 @@ class OrchestrationArgs:
     steps: list[Step]
     servers: dict[str, ServerRefs]  # host name -> its server
     private_key: pulumi.Output[str]
+    host_keys: dict[str, pulumi.Output[str]]  # host name -> its pinned public SSH host key
     bundles: dict[str, pulumi.Output[str]]  # host name -> configuration bundle (secret)
     digests: dict[str, pulumi.Output[str]]  # host name -> fingerprint of that bundle (not secret)
     master_password: pulumi.Output[str]
@@ -47,7 +48,7 @@ class Orchestration(pulumi.ComponentResource):
                 create = refs.public_ip.apply(lambda ip, text=step.create: text.replace(PUBLIC_IP, ip))
             command = remote.Command(
                 step.name,
-                connection=self._connection(args, refs),
+                connection=self._connection(args, refs, args.host_keys[step.host.name]),
                 create=create,
                 delete=step.delete,
                 stdin=self._stdin(args, step),
@@ -75,7 +76,7 @@ class Orchestration(pulumi.ComponentResource):
         return None
 
     @staticmethod
-    def _connection(args: OrchestrationArgs, refs: ServerRefs) -> remote.ConnectionArgs:
+    def _connection(args: OrchestrationArgs, refs: ServerRefs, host_key: pulumi.Output[str]) -> remote.ConnectionArgs:
         ssh = args.settings.ssh
         proxy = None
         if ssh.bastion:
@@ -93,6 +94,7 @@ class Orchestration(pulumi.ComponentResource):
             host=refs.private_ip if proxy else refs.public_ip,
             user=ADMIN_USER,  # created by cloud-init on every host, with sudo
             private_key=args.private_key,
+            host_key=host_key,  # installed by cloud-init: a host answering with another key is refused
             dial_error_limit=ssh.dial_error_limit,
             per_dial_timeout=PER_DIAL_TIMEOUT,
             proxy=proxy,

@@ -23,7 +23,8 @@ class KazooSecrets(pulumi.ComponentResource):
     """Host secrets, plus what the orchestration needs: an SSH key (the stack's, or one generated here
     whose public half cloud-init installs) and the master account's password (given or generated)."""
 
-    def __init__(self, name: str, settings: Settings, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, settings: Settings, host_names: list[str],
+                 opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("kazoo:secrets:KazooSecrets", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.values: dict[str, pulumi.Output[str]] = {
@@ -36,7 +37,13 @@ class KazooSecrets(pulumi.ComponentResource):
         self.operator_public_key: Optional[pulumi.Output[str]] = None
         self.operator_private_key: Optional[pulumi.Output[str]] = None
         self.master_password: Optional[pulumi.Output[str]] = None
+        # Each host's SSH host key, made here so that cloud-init installs it and `pulumi up` pins it:
+        # the orchestration never trusts whatever key answers on first contact.
+        self.host_keys: dict[str, tls.PrivateKey] = {}
         if settings.orchestrate:
+            self.host_keys = {
+                name: tls.PrivateKey(f"{name}-ssh-host-key", algorithm="ED25519", opts=child) for name in host_names
+            }
             if settings.ssh_private_key is not None:
                 # its public half is expected among sshPublicKeys
                 self.operator_private_key = pulumi.Output.secret(settings.ssh_private_key.get_secret_value())
@@ -51,6 +58,15 @@ class KazooSecrets(pulumi.ComponentResource):
                     "master-password", length=24, special=False, opts=child
                 ).result
         self.register_outputs({})
+
+    def host_key(self, name: str) -> pulumi.Output[Optional[tuple[str, str]]]:
+        """(private, public) host key of a host, or None without orchestration."""
+        key = self.host_keys.get(name)
+        if key is None:
+            return pulumi.Output.from_input(None)
+        return pulumi.Output.all(key.private_key_openssh, key.public_key_openssh).apply(
+            lambda k: (k[0], k[1].strip())
+        )
 
     def resolved(self) -> pulumi.Output[dict]:
         """All host secrets at once, for rendering (the result stays secret)."""

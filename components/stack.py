@@ -41,15 +41,15 @@ def build(settings: Settings, plan: Plan, stack: str) -> None:
     cloud = seam_for(settings, stack)
     rules = firewall_matrix(settings)
     network = KazooNetwork("kazoo", KazooNetworkArgs(plan=plan, cloud=cloud))
-    kazoo_secrets = KazooSecrets("kazoo", settings)
+    kazoo_secrets = KazooSecrets("kazoo", settings, [h.name for h in plan.hosts])
     secrets = kazoo_secrets.resolved()
     operator_key = pulumi.Output.from_input(kazoo_secrets.operator_public_key)
 
     def render(host: Host, public_ip: Optional[pulumi.Input[str]], how) -> pulumi.Output[str]:
         """`how(HostContext)` once the host's public IP, the secrets and the operator key are known."""
-        return pulumi.Output.all(public_ip, secrets, operator_key).apply(
+        return pulumi.Output.all(public_ip, secrets, operator_key, kazoo_secrets.host_key(host.name)).apply(
             lambda a: how(HostContext(host, plan, settings, public_ip=a[0], secrets=a[1],
-                                      operator_keys=(a[2],) if a[2] else ()))
+                                      operator_keys=(a[2],) if a[2] else (), host_key=a[3]))
         )
 
     def user_data(host: Host, public_ip: Optional[pulumi.Output[str]]) -> pulumi.Output[str]:
@@ -92,6 +92,7 @@ def orchestrate(settings: Settings, plan: Plan, servers: dict[str, ServerRefs], 
             steps=plan_steps(settings, plan),
             servers=servers,
             private_key=secrets.operator_private_key,
+            host_keys={name: key.public_key_openssh.apply(str.strip) for name, key in secrets.host_keys.items()},
             bundles={h.name: pulumi.Output.secret(render(h, known_ip(h), config_bundle)) for h in plan.hosts},
             digests={h.name: pulumi.Output.unsecret(render(h, known_ip(h), config_digest)) for h in plan.hosts},
             master_password=secrets.master_password,

@@ -48,6 +48,7 @@ class HostContext:
     public_ip: Optional[str] = None
     secrets: dict[str, str] = field(default_factory=dict)
     operator_keys: tuple[str, ...] = ()  # the orchestration's public key, beside sshPublicKeys
+    host_key: Optional[tuple[str, str]] = None  # (private, public) ED25519 SSH host key, pinned by `pulumi up`
 
 
 def render_template(name: str, ctx: HostContext, **extra) -> str:
@@ -157,6 +158,7 @@ def config_digest(ctx: HostContext) -> str:
     first, so it can trigger the config push in plain sight in a preview diff."""
     blank = HostContext(ctx.host, ctx.plan, ctx.settings, ctx.public_ip,
                         secrets={k: f"<{k}>" for k in ctx.secrets}, operator_keys=ctx.operator_keys)
+    # (the SSH host key is never part of the bundle: only cloud-init installs it, once)
     digest = hashlib.sha256()
     for path, (content, mode) in bundle_files(blank).items():
         digest.update(f"{path}\0{mode:o}\0{content}\0".encode())
@@ -203,6 +205,8 @@ def cloud_config(ctx: HostContext) -> dict:
                 "ssh_authorized_keys": [*ctx.settings.ssh_public_keys, *ctx.operator_keys],
             },
         ],
+        **({"ssh_keys": {"ed25519_private": ctx.host_key[0], "ed25519_public": ctx.host_key[1]}}
+           if ctx.host_key else {}),
         "write_files": files,
         # A non-zero exit here makes `cloud-init status` report an error.
         "runcmd": [[f"{BOOTSTRAP_DIR}/bootstrap.sh"]],

@@ -153,10 +153,29 @@ def test_generated_key_is_installed_by_cloud_init_and_used_to_connect(single):
     assert wait.inputs["connection"]["dialErrorLimit"] == 40
 
 
+@pytest.mark.parametrize("stack,host", [("hetzner-single", "kazoo1"), ("aws-maximal", "media2")])
+def test_each_host_key_is_installed_by_cloud_init_and_pinned(stack, host):
+    from core.bootstrap import decode_user_data
+
+    import yaml
+
+    result = run_stack_file(stack)
+    key = result.named(f"{host}-ssh-host-key")
+    assert key.inputs["algorithm"] == "ED25519"
+    server = result.named(host, SERVER[stack.split("-")[0]])
+    encoded = server.inputs.get("userData") or server.inputs["userDataBase64"]
+    config = yaml.safe_load(decode_user_data(encoded))
+    assert config["ssh_keys"] == {"ed25519_private": key.state["privateKeyOpenssh"],
+                                  "ed25519_public": key.state["publicKeyOpenssh"].strip()}
+    for name, cmd in commands(result).items():
+        if name.endswith(f"-{host}") and not name.startswith(("register-", "trust-")):
+            assert cmd.inputs["connection"]["hostKey"] == key.state["publicKeyOpenssh"].strip(), name
+
+
 def test_a_given_private_key_replaces_the_generated_one():
     pem = "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n"
     result = run_stack_file("hetzner-single", secrets={"kazoo:signalwireToken": "t", "kazoo:sshPrivateKey": pem})
-    assert not result.of_type("index/privateKey:PrivateKey")
+    assert [r.name for r in result.of_type("index/privateKey:PrivateKey")] == ["kazoo1-ssh-host-key"]
     assert commands(result)["wait-kazoo1"].inputs["connection"]["privateKey"] == pem
 
 
