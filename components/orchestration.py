@@ -54,7 +54,7 @@ class Orchestration(pulumi.ComponentResource):
                 stdin=self._stdin(args, step),
                 triggers=[args.digests[step.host.name]] if step.digest_trigger else None,
                 # the remote scripts log to /var/log/kazoo-bootstrap.log; keep outputs small
-                logging="stdoutAndStderr",
+                logging=remote.Logging.STDOUT_AND_STDERR,
                 opts=pulumi.ResourceOptions(
                     parent=self,
                     depends_on=depends_on,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import pulumi
 from pulumi.runtime import config as runtime_config
@@ -37,6 +37,10 @@ def load() -> tuple[Settings, Plan]:
         raise pulumi.RunError(str(err)) from None
 
 
+# render(host, its public IP, what to make of its HostContext): an Output once every input is known.
+Renderer = Callable[[Host, Optional[pulumi.Input[str]], Callable[[HostContext], str]], pulumi.Output[str]]
+
+
 def build(settings: Settings, plan: Plan, stack: str) -> None:
     cloud = seam_for(settings, stack)
     rules = firewall_matrix(settings)
@@ -45,8 +49,8 @@ def build(settings: Settings, plan: Plan, stack: str) -> None:
     secrets = kazoo_secrets.resolved()
     operator_key = pulumi.Output.from_input(kazoo_secrets.operator_public_key)
 
-    def render(host: Host, public_ip: Optional[pulumi.Input[str]], how) -> pulumi.Output[str]:
-        """`how(HostContext)` once the host's public IP, the secrets and the operator key are known."""
+    def render(host: Host, public_ip: Optional[pulumi.Input[str]], how: Callable[[HostContext], str]) -> pulumi.Output[str]:
+        """`how(HostContext)` once the host's public IP, the secrets and the SSH keys are known."""
         return pulumi.Output.all(public_ip, secrets, operator_key, kazoo_secrets.host_key(host.name)).apply(
             lambda a: how(HostContext(host, plan, settings, public_ip=a[0], secrets=a[1],
                                       operator_keys=(a[2],) if a[2] else (), host_key=a[3]))
@@ -79,7 +83,9 @@ def build(settings: Settings, plan: Plan, stack: str) -> None:
         orchestrate(settings, plan, servers, kazoo_secrets, render)
 
 
-def orchestrate(settings: Settings, plan: Plan, servers: dict[str, ServerRefs], secrets: KazooSecrets, render) -> None:
+def orchestrate(
+    settings: Settings, plan: Plan, servers: dict[str, ServerRefs], secrets: KazooSecrets, render: Renderer
+) -> None:
     """The post-boot steps over SSH, and what they report."""
     def known_ip(host: Host) -> Optional[pulumi.Output[str]]:
         # Only a stable (protected) address is rendered into the configuration, as in the user-data.
