@@ -205,6 +205,8 @@ def cloud_config(ctx: HostContext) -> dict:
                 "ssh_authorized_keys": [*ctx.settings.ssh_public_keys, *ctx.operator_keys],
             },
         ],
+        # The pinned host key. Given keys replace the image's and none of another type is generated,
+        # so sshd offers only this one and a client cannot negotiate its way around the pin.
         **({"ssh_keys": {"ed25519_private": ctx.host_key[0], "ed25519_public": ctx.host_key[1]}}
            if ctx.host_key else {}),
         "write_files": files,
