@@ -11,6 +11,7 @@ from components.clouds import ServerRefs, seam_for
 from components.network import KazooNetwork, KazooNetworkArgs
 from components.orchestration import Orchestration, OrchestrationArgs
 from components.secrets import KazooSecrets
+from components.sources import PinnedArchives
 from components.servers import ROLE_COMPONENTS, CombinedServers, ServersArgs
 from core.bootstrap import HostContext, config_bundle, config_digest, render_user_data
 from core.firewall import firewall_matrix, rules_for
@@ -48,12 +49,14 @@ def build(settings: Settings, plan: Plan, stack: str) -> None:
     kazoo_secrets = KazooSecrets("kazoo", settings, [h.name for h in plan.hosts])
     secrets = kazoo_secrets.resolved()
     operator_key = pulumi.Output.from_input(kazoo_secrets.operator_public_key)
+    archives = PinnedArchives("kazoo", settings)
+    pins = archives.resolved()
 
     def render(host: Host, public_ip: Optional[pulumi.Input[str]], how: Callable[[HostContext], str]) -> pulumi.Output[str]:
         """`how(HostContext)` once the host's public IP, the secrets and the SSH keys are known."""
-        return pulumi.Output.all(public_ip, secrets, operator_key, kazoo_secrets.host_key(host.name)).apply(
+        return pulumi.Output.all(public_ip, secrets, operator_key, kazoo_secrets.host_key(host.name), pins).apply(
             lambda a: how(HostContext(host, plan, settings, public_ip=a[0], secrets=a[1],
-                                      operator_keys=(a[2],) if a[2] else (), host_key=a[3]))
+                                      operator_keys=(a[2],) if a[2] else (), host_key=a[3], archive_sha256=a[4]))
         )
 
     def user_data(host: Host, public_ip: Optional[pulumi.Output[str]]) -> pulumi.Output[str]:
@@ -79,6 +82,7 @@ def build(settings: Settings, plan: Plan, stack: str) -> None:
     servers = {name: refs for c in components for name, refs in c.servers.items()}
     public_ips = {name: refs.public_ip for name, refs in servers.items()}
     export_outputs(settings, plan, public_ips)
+    pulumi.export("archiveSha256", archives.sha256)  # pin these in the stack file to review changes
     if settings.orchestrate:
         orchestrate(settings, plan, servers, kazoo_secrets, render)
 

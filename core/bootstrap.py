@@ -49,12 +49,13 @@ class HostContext:
     secrets: dict[str, str] = field(default_factory=dict)
     operator_keys: tuple[str, ...] = ()  # the orchestration's public key, beside sshPublicKeys
     host_key: Optional[tuple[str, str]] = None  # (private, public) ED25519 SSH host key, pinned by `pulumi up`
+    archive_sha256: dict[str, str] = field(default_factory=dict)  # sources key -> sha256 the host checks
 
 
 def render_template(name: str, ctx: HostContext, **extra) -> str:
     return _templates.get_template(name).render(
         host=ctx.host, plan=ctx.plan, settings=ctx.settings, public_ip=ctx.public_ip,
-        secrets=ctx.secrets, **extra,
+        secrets=ctx.secrets, archive_sha256=ctx.archive_sha256, **extra,
     )
 
 
@@ -157,7 +158,8 @@ def config_digest(ctx: HostContext) -> str:
     """A fingerprint of a host's bundle that holds no secret: secrets are swapped for their names
     first, so it can trigger the config push in plain sight in a preview diff."""
     blank = HostContext(ctx.host, ctx.plan, ctx.settings, ctx.public_ip,
-                        secrets={k: f"<{k}>" for k in ctx.secrets}, operator_keys=ctx.operator_keys)
+                        secrets={k: f"<{k}>" for k in ctx.secrets}, operator_keys=ctx.operator_keys,
+                        archive_sha256=ctx.archive_sha256)
     # (the SSH host key is never part of the bundle: only cloud-init installs it, once)
     digest = hashlib.sha256()
     for path, (content, mode) in bundle_files(blank).items():

@@ -272,6 +272,20 @@ class SourcesSettings(_Model):
         default=None, description="a built Monster UI tarball; unset: no Monster UI"
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _over_defaults(cls, data: Any) -> Any:
+        # A source given in part (say only the sha256 of the default archive) keeps the rest.
+        if not isinstance(data, dict):
+            return data
+        merged = dict(data)
+        for name, field in cls.model_fields.items():
+            key = field.alias or name
+            given, default = merged.get(key), field.default
+            if isinstance(given, dict) and isinstance(default, BaseModel):
+                merged[key] = {**default.model_dump(by_alias=True, exclude_none=True), **given}
+        return merged
+
 
 class Component(str, Enum):
     """Software a host can be told not to install (bootstrap.skip), e.g. where its repository is
@@ -423,6 +437,18 @@ class Settings(_Model):
     @property
     def effective_api_cidrs(self) -> list[str]:
         return self.api_cidrs if self.api_cidrs is not None else self.admin_cidrs
+
+    def archives_in_use(self) -> dict[str, "Archive"]:
+        """The archives some host fetches, by sources key (kamailio_configs, freeswitch_configs, monster_ui)."""
+        skip = set(self.bootstrap.skip)
+        archives = {}
+        if Component.KAMAILIO not in skip:
+            archives["kamailio_configs"] = self.sources.kamailio_configs
+        if Component.FREESWITCH not in skip:
+            archives["freeswitch_configs"] = self.sources.freeswitch_configs
+        if self.sources.monster_ui is not None:
+            archives["monster_ui"] = self.sources.monster_ui
+        return archives
 
     @property
     def database_count(self) -> int:

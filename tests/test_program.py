@@ -155,3 +155,27 @@ def test_raising_counts_only_adds(cloud):
     assert only_adds(before, after) == []
     added = {r.name for r in after.registrations if r.urn not in before.urns}
     assert {"media3", "proxy3"} <= added
+
+
+def host_env(result, name, cloud):
+    server = result.named(name, SERVER[cloud])
+    text = decode_user_data(server.inputs.get("userData") or server.inputs["userDataBase64"])
+    return dict(re.findall(r"^ {4}([A-Z0-9_]+)=(.*)$", text, re.M))
+
+
+def test_archives_are_hashed_once_by_pulumi_up_unless_pinned():
+    result = run_stack_file("aws-maximal")
+    fetched = {r.name: r for r in result.of_type("command:local:Command")}
+    assert set(fetched) == {"kamailio-configs-sha256", "freeswitch-configs-sha256"}
+    for r in fetched.values():
+        assert r.inputs["create"].startswith("python3 -c ") and r.inputs["triggers"] == [r.inputs["create"].split()[-1]]
+    kamailio = fetched["kamailio-configs-sha256"].state["stdout"].strip()
+    assert host_env(result, "proxy1", "aws")["KAMAILIO_CONFIGS_SHA256"] == kamailio
+    assert result.outputs["archiveSha256"]["kamailio_configs"] == kamailio
+
+    pin = "ab" * 32
+    pinned = run_stack_file("aws-maximal", {"sources": {"kamailioConfigs": {"sha256": pin}},
+                                            "bootstrap": {"skip": ["freeswitch"]}})
+    assert not pinned.of_type("command:local:Command")  # pinned or not used: nothing to fetch
+    assert host_env(pinned, "proxy1", "aws")["KAMAILIO_CONFIGS_SHA256"] == pin
+    assert host_env(pinned, "media1", "aws")["FREESWITCH_CONFIGS_SHA256"] == ""

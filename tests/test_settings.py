@@ -127,3 +127,12 @@ def test_settings_error_is_one_line_for_several_problems():
         load_settings({"kazoo:cloud": "gcp", "kazoo:layout": "huge"})
     assert "\n" not in str(raised.value)
     assert "more problem" in str(raised.value)
+
+
+def test_a_source_given_in_part_keeps_its_defaults():
+    settings = load_settings({**with_(sources={"kazoo": {"version": "5.4.1*"},
+                                               "kamailioConfigs": {"sha256": "0" * 64}}), **TEST_SECRETS})
+    assert settings.sources.kazoo.version == "5.4.1*"
+    assert settings.sources.kazoo.repo.startswith("https://cloudpbx.github.io/")
+    assert settings.sources.kamailio_configs.url.endswith("ab1ffd33798646888d882b9e38c47c772194b116.tar.gz")
+    assert settings.sources.kamailio_configs.sha256 == "0" * 64

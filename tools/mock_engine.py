@@ -8,6 +8,7 @@ would under `pulumi up`, against a mock engine that hands out ids and addresses.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import zlib
 import json
 import runpy
@@ -101,6 +102,10 @@ class Mocks(pulumi.runtime.Mocks):
                 publicKeyOpenssh=f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5mock{n:08x} \n",
                 privateKeyOpenssh=f"-----BEGIN OPENSSH PRIVATE KEY-----\nmock{n:08x}\n-----END OPENSSH PRIVATE KEY-----\n",
             )
+        elif typ == "command:local:Command":
+            # archive hashes (components/sources.py): a stable stand-in for what the download gives
+            rid = f"{args.name}-{n:08x}"
+            state["stdout"] = hashlib.sha256(str(args.inputs.get("create")).encode()).hexdigest() + "\n"
         elif typ == "command:remote:Command":
             rid = f"{args.name}-{n:08x}"
             state["stdout"] = f"ran {args.name}"

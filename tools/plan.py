@@ -106,7 +106,9 @@ def plan_text(stack: str, settings: Settings, plan: Plan, result: Result, user_d
             ip = f"<public IP of {host.name}>" if host.stable_public_ip else None
             key = ("<orchestration public key>",) if settings.orchestrate and not settings.ssh_private_key else ()
             host_key = (f"<SSH host key of {host.name}>", f"<its public half>") if settings.orchestrate else None
-            text = render_user_data(HostContext(host, plan, settings, ip, secrets, key, host_key))
+            pins = {k: a.sha256 or "<sha256 of the archive, taken at the first pulumi up>"
+                    for k, a in settings.archives_in_use().items()}
+            text = render_user_data(HostContext(host, plan, settings, ip, secrets, key, host_key, pins))
             out += ["", f"## User data of {host.name} ({len(text.encode())} bytes before gzip)", text.rstrip()]
     return "\n".join(out) + "\n"
 
