@@ -105,7 +105,7 @@ def plan_text(stack: str, settings: Settings, plan: Plan, result: Result, user_d
         for host in plan.hosts:
             ip = f"<public IP of {host.name}>" if host.stable_public_ip else None
             key = ("<orchestration public key>",) if settings.orchestrate and not settings.ssh_private_key else ()
-            host_key = (f"<SSH host key of {host.name}>", f"<its public half>") if settings.orchestrate else None
+            host_key = (f"<SSH host key of {host.name}>", "<its public half>") if settings.orchestrate else None
             pins = {k: a.sha256 or "<sha256 of the archive, taken at the first pulumi up>"
                     for k, a in settings.archives_in_use().items()}
             text = render_user_data(HostContext(host, plan, settings, ip, secrets, key, host_key, pins))
