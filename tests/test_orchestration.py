@@ -264,6 +264,8 @@ def test_single_to_dual_grows_the_cluster_and_keeps_kazoo1():
     before = run_stack_file("hetzner-dual", {"layout": "single"})
     after = run_stack_file("hetzner-dual")
     assert changed_inputs(before, after, "couchdb-cluster") == {"create"}
+    rerun = {name for name in commands(before) if changed_inputs(before, after, name)}
+    assert rerun == {"config-kazoo1", "readiness-kazoo1", "couchdb-cluster"}  # as the README says
     assert commands(after)["couchdb-cluster"].inputs["create"].endswith(
         "kazoo1.dual.hetzner.voip.example.com kazoo2.dual.hetzner.voip.example.com"
     )
