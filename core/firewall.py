@@ -20,6 +20,9 @@ ERLANG_DIST_PORTS = (11500, 11999)
 EPHEMERAL_PORTS = (32768, 60999)
 RTP_PORTS = (16384, 32768)
 
+# Label (Hetzner) / tag (AWS) naming the role a firewall or rule belongs to: the policy pack reads it.
+FIREWALL_ROLE_LABEL = "kazoo-firewall-for"
+
 # Ports that must never be reachable from the internet, by name (the policy pack checks these too).
 INTERNAL_PORTS = {
     "couchdb": (5984, 5986),

@@ -25,9 +25,8 @@ from pulumi_policy import (
     ResourceValidationPolicy,
 )
 
-from core.firewall import INTERNAL_PORTS, RTP_PORTS, internal_protocols
+from core.firewall import FIREWALL_ROLE_LABEL, INTERNAL_PORTS, RTP_PORTS, internal_protocols
 
-FIREWALL_ROLE_LABEL = "kazoo-firewall-for"  # components/clouds/base.py sets it on rules and firewalls
 SIP_PORTS = (5060, 5061, 5064, 5065, 7000, 7001)  # Kamailio's public SIP, TLS, WS and ALG ports
 # Carriers may reach FreeSWITCH's SIP profile directly (carrierCidrs), from a narrow range only.
 CARRIER_PORTS = INTERNAL_PORTS["freeswitch-sip"]

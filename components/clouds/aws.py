@@ -12,9 +12,9 @@ from typing import Optional
 import pulumi
 import pulumi_aws as aws
 
-from components.clouds.base import FIREWALL_ROLE_LABEL, CloudSeam, NetworkRefs, ServerRefs, resource_name
+from components.clouds.base import CloudSeam, NetworkRefs, ServerRefs, resource_name
 from core.bootstrap import encode_user_data
-from core.firewall import Rule
+from core.firewall import FIREWALL_ROLE_LABEL, Rule
 from core.plan import Host, Plan
 from core.roles import ALL_ROLES, Role
 

@@ -35,10 +35,6 @@ class ServerRefs:
     ready: list[pulumi.Resource] = field(default_factory=list)
 
 
-# Label (Hetzner) / tag (AWS) naming the role a firewall or rule belongs to: the policy pack reads it.
-FIREWALL_ROLE_LABEL = "kazoo-firewall-for"
-
-
 def resource_name(*parts: str) -> str:
     """A logical name made from content, e.g. media-rtp-udp-16384-32768-from-0.0.0.0_0."""
     return "-".join(re.sub(r"[^A-Za-z0-9._-]+", "_", p) for p in parts if p)
