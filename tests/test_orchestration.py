@@ -405,8 +405,9 @@ def test_config_push_applies_changes_once(tmp_path):
     assert run.returncode == 0, run.stderr
     first, second = run.stdout.split("== push 2")
     assert "updated /etc/kazoo/core/config.ini" in first and "updated /etc/haproxy/haproxy.cfg" in first
-    assert "restarted haproxy" in first
-    assert "updated" not in second and "restarted" not in second
+    assert "reload-or-restart haproxy" in first
+    assert "systemctl reload-or-restart haproxy" in host.calls  # graceful: connections in flight survive
+    assert "updated" not in second and "restart" not in second
     assert "amqp://kazoo:r@broker1" in host.file("/etc/kazoo/core/config.ini")
 
     # A third media host: the app host gets it in /etc/hosts and in its firewall, and restarts nothing.
@@ -418,5 +419,34 @@ def test_config_push_applies_changes_once(tmp_path):
     assert run.returncode == 0, run.stderr
     grown_log = run.stdout.split("== grown")[1]
     assert "updated /etc/hosts" in grown_log and "updated /etc/nftables.conf" in grown_log
-    assert "restarted" not in grown_log
+    assert "restart" not in grown_log
     assert "media3" in host.file("/etc/hosts")
+
+
+@needs_root
+def test_a_push_never_restarts_freeswitch_but_the_first_boot_does(tmp_path):
+    if shutil.which("nft") is None:
+        pytest.skip("nft not installed (.ci/run installs it)")
+    settings = load_settings(stack_config("aws-maximal"))
+    plan = plan_hosts(settings)
+    media1 = plan.host("media1")
+    secrets = {"erlang_cookie": "c", "couchdb_cookie": "cc", "couchdb_password": "p", "rabbitmq_password": "r",
+               "signalwire_token": "t"}
+    env = {"FQDN": media1.fqdn, "PRIVATE_IP": media1.private_ip, "PUBLIC_IP": "198.51.100.9",
+           "KAZOO_ROLES": "media", "KAZOO_SKIP": "", "ERLANG_COOKIE": "c"}
+    bundle = config_bundle(HostContext(media1, plan, settings, "198.51.100.9", secrets))
+    receive = (CLOUD_INIT_DIR / "remote" / "receive-config.sh").read_text()
+    host = FakeHost(tmp_path, env)
+    # FreeSWITCH's tree is there (installed): its env file is new, so FreeSWITCH has a new configuration
+    pushed = host.run('mkdir -p /etc/kazoo/freeswitch && bash -c "$R"', stdin=bundle, env={"R": receive})
+    assert pushed.returncode == 0, pushed.stderr
+    assert "updated /etc/kazoo/freeswitch/env" in pushed.stdout
+    assert "NOTICE: freeswitch has a new configuration; restart it when it carries no calls" in pushed.stdout
+    assert not [c for c in host.calls if c.startswith("systemctl restart freeswitch")]
+
+    (tmp_path / "boot").mkdir()
+    boot = FakeHost(tmp_path / "boot", env)  # a fresh host, as at the end of its first boot
+    first = boot.run('mkdir -p /etc/kazoo/freeswitch && bash -c "$R"', stdin=bundle,
+                     env={"R": receive, "KAZOO_FIRST_BOOT": "1"})
+    assert first.returncode == 0, first.stderr
+    assert "systemctl restart freeswitch" in boot.calls

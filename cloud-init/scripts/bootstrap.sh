@@ -18,5 +18,5 @@ apt_install chrony nftables netbase curl ca-certificates gnupg
 for role in $KAZOO_ROLES; do
   once "install-$role" "$BOOTSTRAP_DIR/install-$role.sh"
 done
-"$BOOTSTRAP_DIR/configure.sh"
+KAZOO_FIRST_BOOT=1 "$BOOTSTRAP_DIR/configure.sh"
 log "bootstrap of $FQDN finished"

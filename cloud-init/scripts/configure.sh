@@ -75,6 +75,17 @@ if [ -d /etc/kazoo/freeswitch ]; then
 fi
 
 nft -f /etc/nftables.conf
+# Proxies reload gracefully (connections in flight survive); the others need a restart to read
+# their files. FreeSWITCH restarts only during the first boot: later, a restart would drop every
+# call on the host, so a changed configuration waits for an operator to pick a quiet moment.
+action_of() {
+  case $1 in
+    haproxy | nginx) echo reload-or-restart ;;
+    freeswitch) [ -n "${KAZOO_FIRST_BOOT:-}" ] && echo restart || echo defer ;;
+    *) echo restart ;;
+  esac
+}
+
 failed=()
 for service in $(printf '%s\n' "${changed[@]}" | sort -u); do
   case $service in
@@ -82,7 +93,14 @@ for service in $(printf '%s\n' "${changed[@]}" | sort -u); do
     *)
       if systemctl list-unit-files "$service.service" >/dev/null 2>&1; then
         systemctl enable "$service" >/dev/null 2>&1 || true
-        if systemctl restart "$service"; then log "restarted $service"; else failed+=("$service"); fi
+        action=$(action_of "$service")
+        if [ "$action" = defer ]; then
+          log "NOTICE: $service has a new configuration; restart it when it carries no calls"
+        elif systemctl "$action" "$service"; then
+          log "$action $service"
+        else
+          failed+=("$service")
+        fi
       fi
       ;;
   esac
