@@ -356,6 +356,9 @@ def test_ecallmgr_registration_is_idempotent(tmp_path):
     ]
     bad = host.run(SCRIPT + "ecallmgr.sh add-carrier x 1.2.3.4")
     assert bad.returncode != 0 and "unknown action 'add-carrier'" in bad.stderr
+    (host.state / "sup.add_fs_node").write_text("{error,not_connected}\n")  # exit 0, yet an error
+    failed = host.run(SCRIPT + "ecallmgr.sh add-media media2.x.example")
+    assert failed.returncode != 0 and "add_fs_node freeswitch@media2.x.example: {error,not_connected}" in failed.stderr
 
 
 @needs_root
@@ -370,6 +373,16 @@ def test_master_account_is_created_once(tmp_path):
     again = host.run(SCRIPT + "master-account.sh master master.x.example admin", stdin="s3cret\n")
     assert again.returncode == 0, again.stderr
     assert [c for c in host.calls if c.startswith("sup")] == created
+
+
+@needs_root
+def test_master_account_failure_fails_the_step_without_printing_the_password(tmp_path):
+    host = FakeHost(tmp_path, DB_ENV)
+    couchdb(host, accounts=[])
+    (host.state / "sup.create_account").write_text("{error,realm_exists}\n")
+    run = host.run(SCRIPT + "master-account.sh master master.x.example admin", stdin="s3cret\n")
+    assert run.returncode != 0 and "sup crossbar_maintenance create_account" in run.stderr
+    assert "s3cret" not in run.stdout + run.stderr
 
 
 @needs_root

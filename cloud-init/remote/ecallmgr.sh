@@ -8,12 +8,20 @@ set -euo pipefail
 . /opt/kazoo-bootstrap/lib.sh
 load_env
 action=${1:-}
-em() { kz_sup ecallmgr_maintenance "$@"; }
+em() { kz_sup_checked ecallmgr_maintenance "$@"; }
 
 case $action in
   add-media)
-    out=$(em add_fs_node "freeswitch@${2:?FQDN}" 2>&1) || [[ $out == *node_exists* ]] || die "add_fs_node: $out"
-    log "freeswitch@$2 registered with ecallmgr"
+    # sup may exit 0 with an error term in its output: read the output, not only the status
+    rc=0
+    out=$(kz_sup ecallmgr_maintenance add_fs_node "freeswitch@${2:?FQDN}" 2>&1) || rc=$?
+    if [[ $out == *node_exists* ]]; then
+      log "freeswitch@$2 was registered already"
+    elif ((rc != 0)) || [[ $out == *error* ]]; then
+      die "add_fs_node freeswitch@$2: $out"
+    else
+      log "freeswitch@$2 registered with ecallmgr"
+    fi
     ;;
   remove-media)
     em remove_fs_node "freeswitch@${2:?FQDN}"

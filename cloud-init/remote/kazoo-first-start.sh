@@ -19,9 +19,9 @@ for n in $(seq 1 "${WAIT_TRIES:-90}"); do
 done
 
 if [ -d "$prompts" ]; then
-  kz_sup kazoo_media_maintenance import_prompts "$prompts"
+  kz_sup_checked kazoo_media_maintenance import_prompts "$prompts"
 else
   log "no prompts at $prompts: not imported"
 fi
-kz_sup kapps_maintenance refresh
+kz_sup_checked kapps_maintenance refresh
 log "Kazoo first start done"

@@ -15,10 +15,10 @@ accounts=$(curl -fsS -u "kazoo:$COUCHDB_PASSWORD" "$API/accounts/_all_docs" || e
 if grep -q '"id":"[0-9a-f]\{32\}"' <<<"$accounts"; then
   log "an account exists already: master account not created"
 else
-  kz_sup crossbar_maintenance create_account "$name" "$realm" "$user" "$password"
+  kz_sup_checked crossbar_maintenance create_account "$name" "$realm" "$user" "$password" >/dev/null
   log "master account $name ($realm) created"
 fi
 if [ -n "$api" ] && [ -d /var/www/monster-ui/apps ]; then
-  kz_sup crossbar_maintenance init_apps /var/www/monster-ui/apps "$api"
+  kz_sup_checked crossbar_maintenance init_apps /var/www/monster-ui/apps "$api"
   log "Monster UI apps registered against $api"
 fi

@@ -22,6 +22,14 @@ load_env() {
 # Kazoo's maintenance shell against this host's Kazoo node (Kazoo 5 runs ecallmgr in kazoo_apps).
 kz_sup() { "${SUP:-sup}" -c "$ERLANG_COOKIE" "$@"; }
 
+# The same, failing on an Erlang error term too: sup can exit 0 and print {error,...}.
+kz_sup_checked() {
+  local out rc=0
+  out=$(kz_sup "$@" 2>&1) || rc=$?
+  printf '%s\n' "$out"
+  if ((rc != 0)) || [[ $out == *"{error"* ]]; then die "sup $1 $2: ${out:-exit $rc}"; fi
+}
+
 # True when the stack's bootstrap.skip names this component.
 skipped() { [[ " ${KAZOO_SKIP:-} " == *" $1 "* ]]; }
 
