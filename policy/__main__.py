@@ -4,8 +4,10 @@ policy server, so the policies themselves live in kazoo_policies.py, where tests
 import sys
 from pathlib import Path
 
-# The policies read the port lists of the firewall matrix in core/ (the repository root).
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+HERE = Path(__file__).resolve().parent
+# The policies, beside this file, and the firewall matrix in core/ (the repository root) they read,
+# importable however the CLI starts this file.
+sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 from pulumi_policy import EnforcementLevel, PolicyPack  # noqa: E402
 
