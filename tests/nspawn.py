@@ -196,7 +196,11 @@ class Host:
         while time.monotonic() < deadline:
             text = self.file("/var/lib/cloud/data/result.json")
             if text:
-                return json.loads(text)
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError:
+                    pass  # caught mid-write: read it again
+
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} stopped during boot; console:\n{self.console_text()}")
             time.sleep(2)
