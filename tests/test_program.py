@@ -179,3 +179,10 @@ def test_archives_are_hashed_once_by_pulumi_up_unless_pinned():
     assert not pinned.of_type("command:local:Command")  # pinned or not used: nothing to fetch
     assert host_env(pinned, "proxy1", "aws")["KAMAILIO_CONFIGS_SHA256"] == pin
     assert host_env(pinned, "media1", "aws")["FREESWITCH_CONFIGS_SHA256"] == ""
+
+
+@pytest.mark.parametrize("stack", ["hetzner-dual", "aws-maximal"])
+def test_preview_registers_what_up_registers(results, stack):
+    """`pulumi preview` runs the same program with values still unknown: nothing may depend on them."""
+    preview = run_stack_file(stack, preview=True)
+    assert {r.urn for r in preview.registrations} == results[stack].urns
