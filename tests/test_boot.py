@@ -145,6 +145,15 @@ def test_rabbitmq_accepts_the_generated_credentials_from_an_application_host(clo
     assert cloud.amqp(ns, broker, "guest", "guest") == "refused"
 
 
+def test_the_broker_install_runs_again_without_harm(clouds):
+    """Install scripts are safe to re-run: the second time RabbitMQ's user exists (change_password)."""
+    made, _ = clouds
+    cloud = made["maximal"]
+    again = cloud.hosts["broker1"].exec("/opt/kazoo-bootstrap/install-broker.sh", timeout=120)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert cloud.amqp(cloud.ns("app1"), "broker1", "kazoo", SECRETS["rabbitmq_password"]) == "ok"
+
+
 @pytest.mark.parametrize("key,name", [("single", "kazoo1"), ("maximal", "app1"), ("maximal", "media1")])
 def test_haproxy_listens_where_planned(clouds, key, name):
     made, _ = clouds

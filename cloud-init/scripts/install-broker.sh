@@ -9,9 +9,14 @@ if skipped rabbitmq; then log "rabbitmq skipped (bootstrap.skip)"; exit 0; fi
 "$BOOTSTRAP_DIR/configure.sh" >/dev/null
 apt_install rabbitmq-server
 # default_user applies to a node's first start only: on an image where RabbitMQ already ran, make
-# sure of the user all the same, and that guest is gone.
+# sure of the user all the same, and that guest is gone. The password goes on stdin, never on a
+# command line (visible in the process list).
 rabbitmqctl -q await_startup
-rabbitmqctl -q add_user kazoo "$RABBITMQ_PASSWORD" 2>/dev/null ||
-  rabbitmqctl -q change_password kazoo "$RABBITMQ_PASSWORD"
+users=$(rabbitmqctl -q list_users --formatter json)
+if grep -q '"user":"kazoo"' <<<"$users"; then
+  printf '%s' "$RABBITMQ_PASSWORD" | rabbitmqctl -q change_password kazoo
+else
+  printf '%s' "$RABBITMQ_PASSWORD" | rabbitmqctl -q add_user kazoo
+fi
 rabbitmqctl -q set_permissions -p / kazoo '.*' '.*' '.*'
 rabbitmqctl -q delete_user guest 2>/dev/null || true
