@@ -8,11 +8,12 @@ gunzips it. The rendered text holds secrets, so callers keep it inside a secret 
 from __future__ import annotations
 
 import base64
+import functools
 import gzip
 import hashlib
 import io
 import tarfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -121,19 +122,24 @@ def rendered_files(ctx: HostContext) -> dict[str, tuple[str, str]]:
     return files
 
 
-def scripts_of(host: Host) -> list[str]:
-    return SCRIPTS + [f"install-{role.value}.sh" for role in host.roles]
+@functools.lru_cache(maxsize=None)
+def cloud_init_file(relative: str) -> str:
+    """A file of cloud-init/, read once per run: every host's user-data, bundle and digest use them."""
+    return (CLOUD_INIT_DIR / relative).read_text()
+
+
+def script_files(host: Host) -> dict[str, str]:
+    """The bootstrap scripts a host carries: {path on the host: text}."""
+    names = SCRIPTS + [f"install-{role.value}.sh" for role in host.roles]
+    return {f"{BOOTSTRAP_DIR}/{name}": cloud_init_file(f"scripts/{name}") for name in names}
 
 
 def bundle_files(ctx: HostContext) -> dict[str, tuple[str, int]]:
     """What the orchestration pushes to a running host: {path: (content, mode)}. The bootstrap and
     remote scripts (so a host created long ago runs today's) and the rendered configuration."""
-    files = {
-        f"{BOOTSTRAP_DIR}/{name}": ((CLOUD_INIT_DIR / "scripts" / name).read_text(), 0o755)
-        for name in scripts_of(ctx.host)
-    }
+    files = {path: (text, 0o755) for path, text in script_files(ctx.host).items()}
     files.update(
-        {f"{BOOTSTRAP_DIR}/remote/{p.name}": (p.read_text(), 0o755)
+        {f"{BOOTSTRAP_DIR}/remote/{p.name}": (cloud_init_file(f"remote/{p.name}"), 0o755)
          for p in sorted((CLOUD_INIT_DIR / "remote").glob("*.sh"))}
     )
     files.update(
@@ -157,10 +163,8 @@ def config_bundle(ctx: HostContext) -> str:
 def config_digest(ctx: HostContext) -> str:
     """A fingerprint of a host's bundle that holds no secret: secrets are swapped for their names
     first, so it can trigger the config push in plain sight in a preview diff."""
-    blank = HostContext(ctx.host, ctx.plan, ctx.settings, ctx.public_ip,
-                        secrets={k: f"<{k}>" for k in ctx.secrets}, operator_keys=ctx.operator_keys,
-                        archive_sha256=ctx.archive_sha256)
-    # (the SSH host key is never part of the bundle: only cloud-init installs it, once)
+    # (the SSH host key is never part of the bundle either: only cloud-init installs it, once)
+    blank = replace(ctx, secrets={k: f"<{k}>" for k in ctx.secrets})
     digest = hashlib.sha256()
     for path, (content, mode) in bundle_files(blank).items():
         digest.update(f"{path}\0{mode:o}\0{content}\0".encode())
@@ -169,22 +173,19 @@ def config_digest(ctx: HostContext) -> str:
 
 def cloud_config(ctx: HostContext) -> dict:
     host = ctx.host
+    rendered = rendered_files(ctx)
     files = [
-        {"path": "/etc/hosts", "content": render_template("hosts.j2", ctx), "permissions": "0644"},
+        {"path": "/etc/hosts", "content": rendered["/etc/hosts"][0], "permissions": "0644"},
         {
             "path": "/etc/kazoo-bootstrap/host.env",
             "content": render_template("host.env.j2", ctx),
             "permissions": "0600",
         },
     ]
-    files += [
-        {"path": f"{BOOTSTRAP_DIR}/{name}", "content": (CLOUD_INIT_DIR / "scripts" / name).read_text(),
-         "permissions": "0755"}
-        for name in scripts_of(host)
-    ]
+    files += [{"path": path, "content": text, "permissions": "0755"} for path, text in script_files(host).items()]
     files += [
         {"path": RENDERED_DIR + path, "content": content, "permissions": mode}
-        for path, (content, mode) in sorted(rendered_files(ctx).items())
+        for path, (content, mode) in sorted(rendered.items())
     ]
     return {
         "hostname": host.name,

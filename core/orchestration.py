@@ -13,14 +13,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 from typing import Optional
 
+from core.bootstrap import cloud_init_file
 from core.plan import Host, Plan
 from core.roles import Role
 from core.settings import Component, Settings
 
-REMOTE_DIR = Path(__file__).resolve().parent.parent / "cloud-init" / "remote"
 ON_HOST = "/opt/kazoo-bootstrap/remote"  # where the configuration bundle installs the remote scripts
 PUBLIC_IP = "{public_ip}"  # in a command line: replaced by the host's public IP once it is known
 
@@ -46,7 +45,7 @@ class Step:
 
 
 def remote_script(name: str) -> str:
-    return (REMOTE_DIR / name).read_text()
+    return cloud_init_file(f"remote/{name}")
 
 
 def sudo(script: str, *args: str) -> str:
