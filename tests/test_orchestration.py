@@ -398,20 +398,28 @@ def test_first_start_waits_for_the_system_databases(tmp_path):
     assert [c for c in host.calls if c.startswith("sup")] == ["sup -c cookie42 kapps_maintenance refresh"]
 
 
-@needs_root
-def test_config_push_applies_changes_once(tmp_path):
+PUSH_SECRETS = {"erlang_cookie": "c", "couchdb_cookie": "cc", "couchdb_password": "p", "rabbitmq_password": "r",
+                "signalwire_token": "t"}
+
+
+def pushed(name: str, public_ip: str, overrides: dict | None = None) -> tuple:
+    """(planned host, its configuration bundle, receive-config.sh) for a host of aws-maximal, as the
+    orchestration's push would send them; skips without nft, which configure.sh runs."""
     if shutil.which("nft") is None:
         pytest.skip("nft not installed (.ci/run installs it)")
-    settings = load_settings(stack_config("aws-maximal"))
+    settings = load_settings(stack_config("aws-maximal", overrides))
     plan = plan_hosts(settings)
-    secrets = {"erlang_cookie": "c", "couchdb_cookie": "cc", "couchdb_password": "p", "rabbitmq_password": "r",
-               "signalwire_token": "t"}
-    app1 = plan.host("app1")
+    host = plan.host(name)
+    bundle = config_bundle(HostContext(host, plan, settings, public_ip, PUSH_SECRETS))
+    return host, bundle, (CLOUD_INIT_DIR / "remote" / "receive-config.sh").read_text()
+
+
+@needs_root
+def test_config_push_applies_changes_once(tmp_path):
+    app1, bundle, receive = pushed("app1", "198.51.100.1")
     env = {"FQDN": app1.fqdn, "PRIVATE_IP": app1.private_ip, "KAZOO_ROLES": "application", "KAZOO_SKIP": "",
            "COUCHDB_PASSWORD": "p", "ERLANG_COOKIE": "c"}
     host = FakeHost(tmp_path, env)
-    bundle = config_bundle(HostContext(app1, plan, settings, "198.51.100.1", secrets))
-    receive = (CLOUD_INIT_DIR / "remote" / "receive-config.sh").read_text()
     # Two pushes of the same bundle in one boot of the fake host: the second changes nothing.
     run = host.run('b=$(cat); for i in 1 2; do echo "== push $i"; bash -c "$R" <<<"$b"; done',
                    stdin=bundle, env={"R": receive})
@@ -424,9 +432,7 @@ def test_config_push_applies_changes_once(tmp_path):
     assert "amqp://kazoo:r@broker1" in host.file("/etc/kazoo/core/config.ini")
 
     # A third media host: the app host gets it in /etc/hosts and in its firewall, and restarts nothing.
-    grown_settings = load_settings(stack_config("aws-maximal", {"roles": {"media": {"count": 3}}}))
-    grown = plan_hosts(grown_settings)
-    bundle2 = config_bundle(HostContext(grown.host("app1"), grown, grown_settings, "198.51.100.1", secrets))
+    _, bundle2, _ = pushed("app1", "198.51.100.1", {"roles": {"media": {"count": 3}}})
     run = host.run('bash -c "$R" <<<"$B1"; echo "== grown"; bash -c "$R" <<<"$B2"',
                    env={"R": receive, "B1": bundle, "B2": bundle2})
     assert run.returncode == 0, run.stderr
@@ -438,23 +444,15 @@ def test_config_push_applies_changes_once(tmp_path):
 
 @needs_root
 def test_a_push_never_restarts_freeswitch_but_the_first_boot_does(tmp_path):
-    if shutil.which("nft") is None:
-        pytest.skip("nft not installed (.ci/run installs it)")
-    settings = load_settings(stack_config("aws-maximal"))
-    plan = plan_hosts(settings)
-    media1 = plan.host("media1")
-    secrets = {"erlang_cookie": "c", "couchdb_cookie": "cc", "couchdb_password": "p", "rabbitmq_password": "r",
-               "signalwire_token": "t"}
+    media1, bundle, receive = pushed("media1", "198.51.100.9")
     env = {"FQDN": media1.fqdn, "PRIVATE_IP": media1.private_ip, "PUBLIC_IP": "198.51.100.9",
            "KAZOO_ROLES": "media", "KAZOO_SKIP": "", "ERLANG_COOKIE": "c"}
-    bundle = config_bundle(HostContext(media1, plan, settings, "198.51.100.9", secrets))
-    receive = (CLOUD_INIT_DIR / "remote" / "receive-config.sh").read_text()
     host = FakeHost(tmp_path, env)
     # FreeSWITCH's tree is there (installed): its env file is new, so FreeSWITCH has a new configuration
-    pushed = host.run('mkdir -p /etc/kazoo/freeswitch && bash -c "$R"', stdin=bundle, env={"R": receive})
-    assert pushed.returncode == 0, pushed.stderr
-    assert "updated /etc/kazoo/freeswitch/env" in pushed.stdout
-    assert "NOTICE: freeswitch has a new configuration; restart it when it carries no calls" in pushed.stdout
+    push = host.run('mkdir -p /etc/kazoo/freeswitch && bash -c "$R"', stdin=bundle, env={"R": receive})
+    assert push.returncode == 0, push.stderr
+    assert "updated /etc/kazoo/freeswitch/env" in push.stdout
+    assert "NOTICE: freeswitch has a new configuration; restart it when it carries no calls" in push.stdout
     assert not [c for c in host.calls if c.startswith("systemctl restart freeswitch")]
 
     (tmp_path / "boot").mkdir()
