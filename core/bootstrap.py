@@ -12,6 +12,7 @@ import functools
 import gzip
 import hashlib
 import io
+import shlex
 import tarfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,7 +24,8 @@ import yaml
 from core.firewall import ERLANG_DIST_PORTS, firewall_matrix, host_firewall
 from core.plan import Host, Plan
 from core.roles import Role
-from core.settings import Cloud, Settings
+from core.kamailio import kamailio_plan
+from core.settings import Cloud, Component, Settings
 
 CLOUD_INIT_DIR = Path(__file__).resolve().parent.parent / "cloud-init"
 # Limits on what the cloud accepts: AWS counts the raw bytes before its own base64, Hetzner the string.
@@ -37,6 +39,8 @@ _templates = jinja2.Environment(
     keep_trailing_newline=True,
     autoescape=False,
 )
+# Values a shell reads (host.env) are single-quoted: checked by the settings, quoted all the same.
+_templates.filters["shq"] = lambda value: shlex.quote(str(value))
 
 
 @dataclass(frozen=True)
@@ -60,34 +64,48 @@ def render_template(name: str, ctx: HostContext, **extra) -> str:
     )
 
 
-# Rendered configuration: template -> (path on the host, mode), per role. configure.sh installs them.
+# Rendered configuration, per role: (template, path on the host, mode, the component it belongs to).
+# configure.sh installs them (owner and group by path) and restarts what reads them. A file of a
+# component the stack skips (bootstrap.skip) is not rendered at all.
+C = Component
 ROLE_FILES = {
     Role.DATABASE: [
-        ("couchdb-local.ini.j2", "/opt/couchdb/etc/local.d/10-kazoo.ini", "0640"),
-        ("couchdb-vm.args.j2", "/opt/couchdb/etc/vm.args", "0640"),
+        ("couchdb-local.ini.j2", "/opt/couchdb/etc/local.d/10-kazoo.ini", "0640", C.COUCHDB),
+        ("couchdb-vm.args.j2", "/opt/couchdb/etc/kazoo.vm.args", "0640", C.COUCHDB),
+        ("couchdb.default.j2", "/etc/default/couchdb", "0644", C.COUCHDB),
+        ("couchdb.service.d.conf.j2", "/etc/systemd/system/couchdb.service.d/kazoo.conf", "0644", C.COUCHDB),
     ],
     Role.BROKER: [
-        ("rabbitmq.conf.j2", "/etc/rabbitmq/rabbitmq.conf", "0640"),
-        ("rabbitmq-enabled_plugins.j2", "/etc/rabbitmq/enabled_plugins", "0644"),
+        ("rabbitmq.conf.j2", "/etc/rabbitmq/rabbitmq.conf", "0640", C.RABBITMQ),
+        ("rabbitmq-enabled_plugins.j2", "/etc/rabbitmq/enabled_plugins", "0644", C.RABBITMQ),
+        ("rabbitmq.service.d.conf.j2", "/etc/systemd/system/rabbitmq-server.service.d/kazoo.conf", "0644", C.RABBITMQ),
     ],
     Role.APPLICATION: [
-        ("kazoo-config.ini.j2", "/etc/kazoo/core/config.ini", "0640"),
-        ("kazoo.default.j2", "/etc/default/kazoo", "0640"),
-        ("haproxy.cfg.j2", "/etc/haproxy/haproxy.cfg", "0644"),
+        ("kazoo-config.ini.j2", "/etc/kazoo/config.ini", "0640", C.KAZOO),
+        ("kazoo-vm.args.j2", "/etc/kazoo/kazoo_apps.vm.args", "0640", C.KAZOO),
+        ("kazoo-vm.args.j2", "/etc/kazoo/ecallmgr.vm.args", "0640", C.KAZOO),
+        ("kazoo-applications.service.d.conf.j2", "/etc/systemd/system/kazoo-applications.service.d/kazoo.conf", "0644", C.KAZOO),
+        ("kazoo-ecallmgr.service.d.conf.j2", "/etc/systemd/system/kazoo-ecallmgr.service.d/kazoo.conf", "0644", C.KAZOO),
+        ("haproxy.cfg.j2", "/etc/haproxy/haproxy.cfg", "0644", None),
     ],
     Role.MEDIA: [
-        ("haproxy.cfg.j2", "/etc/haproxy/haproxy.cfg", "0644"),
-        ("freeswitch.env.j2", "/etc/kazoo/freeswitch/env", "0640"),
+        ("freeswitch.service.j2", "/etc/systemd/system/freeswitch.service", "0644", C.FREESWITCH),
+        ("freeswitch-modules.conf.xml.j2", "/etc/kazoo/freeswitch/autoload_configs/modules.conf.xml", "0644", C.FREESWITCH),
+        ("freeswitch-cookie.j2", "/etc/kazoo/freeswitch/kazoo-cookie", "0600", C.FREESWITCH),
+        ("freeswitch-local.env.j2", "/etc/kazoo/freeswitch/local.env", "0644", C.FREESWITCH),
     ],
     Role.PROXY: [
-        ("kamailio-local.cfg.j2", "/etc/kazoo/kamailio/local.cfg", "0640"),
-        ("kamailio.default.j2", "/etc/default/kamailio", "0644"),
+        ("kamailio-local.cfg.j2", "/etc/kazoo/kamailio/local.cfg", "0640", C.KAMAILIO),
+        ("kamailio.default.j2", "/etc/default/kamailio", "0644", C.KAMAILIO),
+        ("kamailio.service.j2", "/etc/systemd/system/kamailio.service", "0644", C.KAMAILIO),
+        ("kamailio-postgresql.conf.j2", "/etc/kazoo/kamailio/postgresql.conf", "0644", C.KAMAILIO),
     ],
 }
 # /etc/hosts is also written directly by cloud-init (it is needed before configure.sh runs); here
 # it travels with the rest, so a host added later reaches the running hosts' /etc/hosts.
-COMMON_FILES = [("nftables.conf.j2", "/etc/nftables.conf", "0600"), ("hosts.j2", "/etc/hosts", "0644")]
-SCRIPTS = ["lib.sh", "bootstrap.sh", "configure.sh", "freeswitch-local.sh"]
+COMMON_FILES = [("nftables.conf.j2", "/etc/nftables.conf", "0600", None), ("hosts.j2", "/etc/hosts", "0644", None)]
+SCRIPTS = ["lib.sh", "bootstrap.sh", "configure.sh"]
+ROLE_SCRIPTS = {Role.MEDIA: ("freeswitch-local.sh",)}  # beside install-<role>.sh
 BOOTSTRAP_DIR = "/opt/kazoo-bootstrap"
 RENDERED_DIR = "/etc/kazoo-bootstrap/files"
 AMQP_NAMES = ["", "SECONDARY_", "TERTIARY_", "QUATERNARY_", "QUINARY_", "SENARY_", "SEPTENARY_",
@@ -96,30 +114,68 @@ AMQP_NAMES = ["", "SECONDARY_", "TERTIARY_", "QUATERNARY_", "QUINARY_", "SENARY_
 
 def template_values(ctx: HostContext) -> dict:
     """What the templates may use beyond host, plan, settings, public_ip and secrets."""
-    plan, settings = ctx.plan, ctx.settings
+    plan, settings, host = ctx.plan, ctx.settings, ctx.host
     databases = plan.with_role(Role.DATABASE)
+    couchdb_cookie = ctx.secrets.get("couchdb_cookie", "")
     return {
         "databases": databases,
         "brokers": plan.with_role(Role.BROKER)[: len(AMQP_NAMES)],
         "amqp_names": AMQP_NAMES,
-        # every node of one cluster shares one uuid; derived from a cluster secret, so it is stable
-        "couchdb_uuid": hashlib.sha256(ctx.secrets.get("couchdb_cookie", "").encode()).hexdigest()[:32],
+        # every node of one cluster shares one uuid and one cookie-auth secret (CouchDB's setup docs);
+        # derived from a cluster secret, so they are stable and never a secret reused as is
+        "couchdb_uuid": _derive(couchdb_cookie, "uuid")[:32],
+        "couchdb_auth_secret": _derive(couchdb_cookie, "chttpd_auth"),
+        "couchdb_admin_hash": couchdb_admin_hash(ctx.secrets.get("couchdb_password", ""), couchdb_cookie)
+        if host.carries(Role.DATABASE) else "",
         "dist_ports": ERLANG_DIST_PORTS,
         "public_ip_on_interface": settings.cloud is Cloud.HETZNER,
-        "rows": host_firewall(firewall_matrix(settings), plan, ctx.host),
+        "kamailio": kamailio_plan(settings, host, ctx.public_ip) if host.carries(Role.PROXY) else None,
+        "rows": host_firewall(firewall_matrix(settings), plan, host),
+        "metadata_addresses": METADATA_ADDRESSES[settings.cloud],
     }
+
+
+def _derive(secret: str, purpose: str) -> str:
+    return hashlib.sha256(f"{purpose}:{secret}".encode()).hexdigest()
+
+
+# CouchDB hashes plaintext [admins] entries at start-up and writes the hash back to the last ini file
+# of its chain (apache/couchdb src/couch/src/couch_passwords.erl, config.erl get_write_file): give it
+# the hash instead, so the password never sits on disk. Format `-pbkdf2:sha256-<key>,<salt>,<iter>`
+# (CouchDB 3.4+; 600000 iterations is its default for sha256); the salt is derived, so the same
+# password renders the same line and a push changes nothing.
+COUCHDB_PBKDF2_ITERATIONS = 600_000
+
+
+@functools.lru_cache(maxsize=64)
+def couchdb_admin_hash(password: str, salt_secret: str) -> str:
+    salt = _derive(salt_secret, "couchdb-admin-salt")[:32]
+    key = hashlib.pbkdf2_hmac("sha256", password.encode(), salt.encode(), COUCHDB_PBKDF2_ITERATIONS)
+    return f"-pbkdf2:sha256-{key.hex()},{salt},{COUCHDB_PBKDF2_ITERATIONS}"
+
+
+# The cloud's metadata service: after the bootstrap only root may reach it (user-data holds secrets).
+METADATA_ADDRESSES = {Cloud.AWS: ("169.254.169.254", "fd00:ec2::254"), Cloud.HETZNER: ("169.254.169.254",)}
+
+
+def file_specs(ctx: HostContext) -> list[tuple[str, str, str]]:
+    """(template, path, mode) of every rendered file of the host, skipped components left out."""
+    specs = [spec for role in ctx.host.roles for spec in ROLE_FILES[role]]
+    if ctx.host.carries(Role.APPLICATION) and ctx.settings.sources.monster_ui is not None:
+        specs.append(("nginx-monster-ui.conf.j2", "/etc/nginx/sites-enabled/monster-ui.conf", "0644", None))
+    seen, kept = set(), []
+    for template, path, mode, component in COMMON_FILES + specs:
+        if path in seen or (component is not None and not ctx.settings.installs(component)):
+            continue
+        seen.add(path)
+        kept.append((template, path, mode))
+    return kept
 
 
 def rendered_files(ctx: HostContext) -> dict[str, tuple[str, str]]:
     """The configuration files of one host: {path on the host: (content, mode)}."""
     values = template_values(ctx)
-    files = {}
-    specs = COMMON_FILES + [spec for role in ctx.host.roles for spec in ROLE_FILES[role]]
-    if ctx.host.carries(Role.APPLICATION) and ctx.settings.sources.monster_ui is not None:
-        specs.append(("nginx-monster-ui.conf.j2", "/etc/nginx/sites-enabled/monster-ui.conf", "0644"))
-    for template, path, mode in specs:
-        files[path] = (render_template(template, ctx, **values), mode)
-    return files
+    return {path: (render_template(template, ctx, path=path, **values), mode) for template, path, mode in file_specs(ctx)}
 
 
 @functools.lru_cache(maxsize=None)
@@ -130,7 +186,7 @@ def cloud_init_file(relative: str) -> str:
 
 def script_files(host: Host) -> dict[str, str]:
     """The bootstrap scripts a host carries: {path on the host: text}."""
-    names = SCRIPTS + [f"install-{role.value}.sh" for role in host.roles]
+    names = SCRIPTS + [name for role in host.roles for name in (f"install-{role.value}.sh", *ROLE_SCRIPTS.get(role, ()))]
     return {f"{BOOTSTRAP_DIR}/{name}": cloud_init_file(f"scripts/{name}") for name in names}
 
 

@@ -30,3 +30,23 @@ COMBINED_PREFIX = "kazoo"
 # Roles whose public IPv4 must survive the server: carriers whitelist SIP peers by IP,
 # and the API/UI address ends up in DNS and bookmarks.
 STABLE_PUBLIC_IP_ROLES = frozenset({Role.PROXY, Role.MEDIA, Role.APPLICATION})
+
+# The shared secrets each role's software reads, and nothing more: a host carries the union over its
+# roles, so a compromised SIP proxy holds no CouchDB password and no Erlang cookie.
+ROLE_SECRETS: dict[Role, frozenset[str]] = {
+    # the cluster's Erlang cookie (vm.args) and the admin password (pre-hashed in the ini; plain in
+    # host.env for the cluster setup and readiness checks)
+    Role.DATABASE: frozenset({"couchdb_cookie", "couchdb_password"}),
+    Role.BROKER: frozenset({"rabbitmq_password"}),  # its own user
+    # Kazoo's cookie (shared with ecallmgr, sup and mod_kazoo), CouchDB and AMQP credentials
+    Role.APPLICATION: frozenset({"erlang_cookie", "couchdb_password", "rabbitmq_password"}),
+    Role.MEDIA: frozenset({"erlang_cookie"}),  # mod_kazoo talks Erlang to ecallmgr, nothing else
+    # the kazoo module's AMQP URLs and the password of its own PostgreSQL
+    Role.PROXY: frozenset({"rabbitmq_password", "kamailio_db_password"}),
+}
+
+
+def secrets_for(roles: tuple[Role, ...], secrets: dict[str, str]) -> dict[str, str]:
+    """The subset of `secrets` that hosts carrying `roles` may receive."""
+    allowed = frozenset().union(*(ROLE_SECRETS[r] for r in roles))
+    return {k: v for k, v in secrets.items() if k in allowed}

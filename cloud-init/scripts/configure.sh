@@ -3,51 +3,73 @@
 # orchestration re-runs it after pushing a re-rendered /etc/kazoo-bootstrap/files tree.
 #   configure.sh            every file
 #   configure.sh firewall   only the nftables ruleset
+# A service whose files changed is marked pending until its restart succeeds, so a run that fails
+# half-way leaves the next run with the same restarts to do.
 set -euo pipefail
 # shellcheck source=lib.sh
 . /opt/kazoo-bootstrap/lib.sh
 load_env
 FILES="$ETC_DIR/files"
+PENDING="$STATE_DIR/pending"
+install -d -m 0700 "$PENDING"
 
-# Which service reads which path.
-service_of() {
+# Which services read a path (several for the files both Kazoo nodes read).
+services_of() {
   case $1 in
     /etc/nftables.conf) echo nftables ;;
     /etc/haproxy/*) echo haproxy ;;
-    /etc/rabbitmq/*) echo rabbitmq-server ;;
-    /opt/couchdb/etc/*) echo couchdb ;;
-    /etc/kazoo/core/* | /etc/default/kazoo) echo kazoo ;;
-    /etc/kazoo/kamailio/* | /etc/default/kamailio) echo kamailio ;;
-    /etc/kazoo/freeswitch/*) echo freeswitch ;;
-    /etc/nginx/* | /var/www/*) echo nginx ;;
+    /etc/rabbitmq/* | /etc/systemd/system/rabbitmq-server.service.d/*) echo rabbitmq-server ;;
+    /opt/couchdb/etc/* | /etc/default/couchdb | /etc/systemd/system/couchdb.service.d/*) echo couchdb ;;
+    /etc/kazoo/config.ini) echo kazoo-applications kazoo-ecallmgr ;;
+    /etc/kazoo/kazoo_apps.* | /etc/systemd/system/kazoo-applications.service.d/*) echo kazoo-applications ;;
+    /etc/kazoo/ecallmgr.* | /etc/systemd/system/kazoo-ecallmgr.service.d/*) echo kazoo-ecallmgr ;;
+    /etc/kazoo/kamailio/postgresql.conf) echo postgresql kamailio ;;
+    /etc/kazoo/kamailio/* | /etc/default/kamailio | /etc/systemd/system/kamailio.service) echo kamailio ;;
+    /etc/kazoo/freeswitch/* | /etc/systemd/system/freeswitch.service) echo freeswitch ;;
+    /etc/nginx/*) echo nginx ;;
     *) echo "" ;;
   esac
 }
 
-# Which group may read a path: files holding secrets are 0640, readable by their service's account.
-group_of() {
-  local group
+# The component a service belongs to (bootstrap.skip names components).
+component_of() {
+  case $1 in
+    rabbitmq-server) echo rabbitmq ;;
+    kazoo-*) echo kazoo ;;
+    postgresql) echo kamailio ;;
+    *) echo "$1" ;;
+  esac
+}
+
+# owner:group of a path. Files holding secrets are 0640 and readable by their service's group only;
+# mod_kazoo insists on a cookie file its own user owns, 0600 (kazoo_ei_config.c cookie-file).
+owner_of() {
+  local owner=root group
   case $1 in
     /etc/rabbitmq/*) group=rabbitmq ;;
     /opt/couchdb/etc/*) group=couchdb ;;
-    /etc/kazoo/core/*) group=kazoo ;;
+    /etc/kazoo/config.ini | /etc/kazoo/*.vm.args) group=kazoo ;;
     /etc/kazoo/kamailio/*) group=kamailio ;;
+    /etc/kazoo/freeswitch/kazoo-cookie) owner=freeswitch group=freeswitch ;;
     /etc/kazoo/freeswitch/*) group=freeswitch ;;
     *) group=root ;;
   esac
   # The account appears with its package: until then root, and the next run hands the file over.
-  getent group "$group" >/dev/null && echo "$group" || echo root
+  getent passwd "$owner" >/dev/null || owner=root
+  getent group "$group" >/dev/null || group=root
+  echo "$owner:$group"
 }
 
-changed=()
+units_changed=0
 install_file() {
-  local src=$1 dest=${1#"$FILES"} mode group
+  local src=$1 dest=${1#"$FILES"} mode owner service
   mode=$(stat -c %a "$src")
-  group=$(group_of "$dest")
-  if ! cmp -s "$src" "$dest" || [ "$(stat -c %G "$dest")" != "$group" ]; then
-    install -D -m "$mode" -g "$group" "$src" "$dest"
+  owner=$(owner_of "$dest")
+  if ! cmp -s "$src" "$dest" || [ "$(stat -c %U:%G "$dest")" != "$owner" ] || [ "$(stat -c %a "$dest")" != "$mode" ]; then
+    install -D -m "$mode" -o "${owner%:*}" -g "${owner#*:}" "$src" "$dest"
     log "updated $dest"
-    changed+=("$(service_of "$dest")")
+    [[ $dest == /etc/systemd/system/* ]] && units_changed=1
+    for service in $(services_of "$dest"); do touch "$PENDING/$service"; done
   fi
 }
 
@@ -55,26 +77,27 @@ if [ "${1:-}" = firewall ]; then
   install_file "$FILES/etc/nftables.conf"
   nft -f /etc/nftables.conf
   systemctl enable nftables.service >/dev/null 2>&1 || true
+  rm -f "$PENDING/nftables"
   exit 0
 fi
 
 while IFS= read -r -d '' file; do
-  dest=${file#"$FILES"}
-  # A file for a component this host does not run (or skipped) waits until its directory exists.
-  case $(service_of "$dest") in
-    couchdb) [ -d /opt/couchdb/etc ] || continue ;;
-    kamailio) [ -d /etc/kazoo/kamailio ] || continue ;;
-    freeswitch) [ -d /etc/kazoo/freeswitch ] || continue ;;
-  esac
   install_file "$file"
 done < <(find "$FILES" -type f -print0 | sort -z)
 
-# FreeSWITCH keeps upstream's files; local values are applied to them, as 2600Hz's guides do.
-if [ -d /etc/kazoo/freeswitch ]; then
-  "$BOOTSTRAP_DIR/freeswitch-local.sh" /etc/kazoo/freeswitch && changed+=(freeswitch-maybe)
+# FreeSWITCH keeps upstream's files; this host's values are applied to them (freeswitch-local.sh).
+if [ -d /etc/kazoo/freeswitch ] && [ -x "$BOOTSTRAP_DIR/freeswitch-local.sh" ]; then
+  if "$BOOTSTRAP_DIR/freeswitch-local.sh" /etc/kazoo/freeswitch; then :; else
+    rc=$?
+    ((rc == 10)) || die "freeswitch-local.sh failed ($rc)"
+    touch "$PENDING/freeswitch"  # 10: it changed something
+  fi
 fi
 
 nft -f /etc/nftables.conf
+rm -f "$PENDING/nftables"
+((units_changed == 0)) || systemctl daemon-reload
+
 # Proxies reload gracefully (connections in flight survive); the others need a restart to read
 # their files. FreeSWITCH restarts only during the first boot: later, a restart would drop every
 # call on the host, so a changed configuration waits for an operator to pick a quiet moment.
@@ -86,25 +109,34 @@ action_of() {
   esac
 }
 
+# The order services restart in: data and bus before what uses them.
+ORDER="postgresql couchdb rabbitmq-server haproxy kazoo-applications kazoo-ecallmgr freeswitch kamailio nginx"
 failed=()
-for service in $(printf '%s\n' "${changed[@]}" | sort -u); do
-  case $service in
-    "" | nftables | freeswitch-maybe) ;;
-    *)
-      if systemctl list-unit-files "$service.service" >/dev/null 2>&1; then
-        systemctl enable "$service" >/dev/null 2>&1 || true
-        action=$(action_of "$service")
-        if [ "$action" = defer ]; then
-          log "NOTICE: $service has a new configuration; restart it when it carries no calls"
-        elif systemctl "$action" "$service"; then
-          log "$action $service"
-        else
-          failed+=("$service")
-        fi
-      fi
-      ;;
-  esac
+for service in $ORDER; do
+  [ -e "$PENDING/$service" ] || continue
+  if skipped "$(component_of "$service")"; then
+    rm -f "$PENDING/$service"
+    continue
+  fi
+  # A unit that does not exist is an error, not a quiet skip: `systemctl list-unit-files X` exits 1
+  # when there is no such unit (systemd 252), which is how a missing FreeSWITCH unit once went unseen.
+  if ! systemctl list-unit-files "$service.service" >/dev/null 2>&1; then
+    failed+=("$service (no such unit)")
+    continue
+  fi
+  systemctl enable "$service" >/dev/null 2>&1 || true
+  action=$(action_of "$service")
+  if [ "$action" = defer ]; then
+    log "NOTICE: $service has a new configuration; restart it when it carries no calls"
+    rm -f "$PENDING/$service"
+  elif systemctl "$action" "$service"; then
+    log "$action $service"
+    rm -f "$PENDING/$service"
+  else
+    failed+=("$service")
+  fi
 done
-# A service that does not start with its new configuration fails the run (and so the bootstrap).
+# A service that does not start with its new configuration fails the run (and so the bootstrap);
+# its pending mark stays, so the next run tries again.
 ((${#failed[@]} == 0)) || die "did not start with the new configuration: ${failed[*]}"
 log "configuration applied"

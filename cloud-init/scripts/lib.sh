@@ -13,21 +13,33 @@ log() { printf '%s kazoo-bootstrap[%s]: %s\n' "$(date -u +%FT%TZ)" "${0##*/}" "$
 die() { log "ERROR: $*"; exit 1; }
 
 load_env() {
-  # host.env: this host's identity, peers, versions and secrets (rendered by the Pulumi program).
+  # host.env: this host's identity, sources and the secrets its roles use (rendered by the Pulumi
+  # program, every value single-quoted).
   # shellcheck source=/dev/null
   . "$ETC_DIR/host.env"
-  mkdir -p "$STATE_DIR"
+  install -d -m 0700 "$STATE_DIR"
 }
 
-# Kazoo's maintenance shell against this host's Kazoo node (Kazoo 5 runs ecallmgr in kazoo_apps).
-kz_sup() { "${SUP:-sup}" -c "$ERLANG_COOKIE" "$@"; }
+# Kazoo's maintenance shell. `sup` reads the Erlang cookie from /etc/kazoo/config.ini (the section of
+# the node it addresses wins over -c: kazoo core/sup/src/sup.erl, kazoo_config_init:read_cookie), so
+# no cookie goes on a command line. -n names the node: kazoo_apps, or ecallmgr for its maintenance.
+# ERL_LIBS: the release's libraries, for the escript sup runs (the package ships no erts of its own).
+kz_sup() { ERL_LIBS=/opt/kazoo/lib "${SUP:-sup}" "$@"; }
 
 # The same, failing on an Erlang error term too: sup can exit 0 and print {error,...}.
 kz_sup_checked() {
   local out rc=0
   out=$(kz_sup "$@" 2>&1) || rc=$?
   printf '%s\n' "$out"
-  if ((rc != 0)) || [[ $out == *"{error"* ]]; then die "sup $1 $2: ${out:-exit $rc}"; fi
+  if ((rc != 0)) || [[ $out == *"{error"* ]]; then die "sup $*: ${out:-exit $rc}"; fi
+}
+
+# couch URL [CURL_ARGS...]: CouchDB's API as its admin `kazoo`. The credentials reach curl as a config
+# file on a pipe (-K), never on its command line (visible in ps); a body with a secret goes on stdin
+# (`--data-binary @-`). -f: an HTTP error is a failure.
+couch() {
+  local url=$1; shift
+  curl -fsS -K <(printf 'user = "kazoo:%s"\n' "$COUCHDB_PASSWORD") -H 'Content-Type: application/json' "$@" "$url"
 }
 
 # True when the stack's bootstrap.skip names this component.
@@ -68,40 +80,73 @@ apt_install() {
 
 apt_update() { retry 5 apt-get -o DPkg::Lock::Timeout=300 update -q && touch /run/kazoo-apt-updated; }
 
-# add_apt_source NAME KEY_URL REPO_URL SUITE [AUTH_HOST AUTH_TOKEN]
+# add_apt_source KEY_URL REPO_URL SUITE: one list file per repository (named from its URL and suite,
+# so components sharing a repository share it too) and one keyring per key URL. The key may be
+# armoured or binary: apt reads a keyring named .asc as armoured and .gpg as binary, so the file is
+# named by what it holds.
 add_apt_source() {
-  local name=$1 key_url=$2 repo=$3 suite=$4 keyring="/usr/share/keyrings/$1.asc"
-  if [ -n "${5:-}" ]; then
-    # Repositories behind a token (SignalWire): apt reads it from auth.conf.d, never from the URL.
-    install -m 0600 /dev/null "/etc/apt/auth.conf.d/$name.conf"
-    printf 'machine %s login signalwire password %s\n' "$5" "$6" > "/etc/apt/auth.conf.d/$name.conf"
-    retry 5 curl -fsSL --netrc-file "/etc/apt/auth.conf.d/$name.conf" -o "$keyring.tmp" "$key_url"
-  else
-    retry 5 curl -fsSL -o "$keyring.tmp" "$key_url"
-  fi
-  mv "$keyring.tmp" "$keyring"
-  echo "deb [signed-by=$keyring] $repo $suite main" > "/etc/apt/sources.list.d/$name.list"
-}
-
-# Pin a package (and its family) to the stack's version pattern.
-pin_version() {
-  local package_glob=$1 version=$2 name=$3
-  printf 'Package: %s\nPin: version %s\nPin-Priority: 1001\n' "$package_glob" "$version" \
-    > "/etc/apt/preferences.d/$name"
-}
-
-# fetch_archive URL SHA256 DEST: unpack a pinned tarball (top directory stripped) into DEST.
-fetch_archive() {
-  local url=$1 sum=$2 dest=$3 tmp
+  local key_url=$1 repo=$2 suite=$3 id keyring tmp
+  id=$(printf '%s %s' "$repo" "$suite" | sha256sum | cut -c1-12)
+  [ -e "/etc/apt/sources.list.d/kazoo-$id.list" ] && return 0
   tmp=$(mktemp)
-  retry 5 curl -fsSL -o "$tmp" "$url"
-  if [ -n "$sum" ]; then
-    echo "$sum  $tmp" | sha256sum -c --quiet - || die "sha256 mismatch for $url"
+  retry 5 curl -fsSL -o "$tmp" "$key_url"
+  if grep -q -- '-----BEGIN PGP PUBLIC KEY BLOCK-----' "$tmp"; then
+    keyring="/usr/share/keyrings/kazoo-$id.asc"
   else
-    log "WARNING: $url has no pinned sha256 (sources.*.sha256): not verified"
+    keyring="/usr/share/keyrings/kazoo-$id.gpg"
   fi
-  mkdir -p "$dest"
-  tar -xzf "$tmp" -C "$dest" --strip-components=1
+  install -m 0644 "$tmp" "$keyring"
+  rm -f "$tmp"
+  printf 'deb [signed-by=%s] %s %s main\n' "$keyring" "$repo" "$suite" > "/etc/apt/sources.list.d/kazoo-$id.list"
+  chmod 0644 "/etc/apt/sources.list.d/kazoo-$id.list"
+  rm -f /run/kazoo-apt-updated
+}
+
+# use_source NAME PACKAGE_GLOB: add NAME's repository (unless it is the host's own Debian archive)
+# and pin PACKAGE_GLOB to NAME's version. NAME is the sources.* key (couchdb, erlang, kazoo, ...).
+use_source() {
+  local name=$1 glob=$2 upper repo key suite version
+  upper=${name^^}
+  repo=${upper}_REPO key=${upper}_KEY suite=${upper}_SUITE version=${upper}_VERSION
+  if [ "${!repo}" != debian ]; then
+    add_apt_source "${!key}" "${!repo}" "${!suite}"
+  fi
+  printf 'Package: %s\nPin: version %s\nPin-Priority: 1001\n' "$glob" "${!version}" > "/etc/apt/preferences.d/kazoo-$name"
+  chmod 0644 "/etc/apt/preferences.d/kazoo-$name"
+}
+
+# ensure_system_user NAME HOME: the service account a package does not create (or creates later:
+# the package's own adduser then finds it and moves on).
+ensure_system_user() {
+  local name=$1 home=$2
+  getent group "$name" >/dev/null || addgroup --system --quiet "$name"
+  getent passwd "$name" >/dev/null ||
+    adduser --system --quiet --ingroup "$name" --home "$home" --no-create-home --shell /usr/sbin/nologin "$name"
+}
+
+# check_linked FILE...: every shared library the files need is present (the community packages
+# declare no Depends: builder's install check, `! ldd /usr/bin/freeswitch | grep -q 'not found'`).
+check_linked() {
+  local file missing
+  for file in "$@"; do
+    [ -e "$file" ] || die "$file is missing"
+    missing=$(ldd "$file" 2>/dev/null | awk '/not found/ {print $1}' | tr '\n' ' ')
+    [ -z "$missing" ] || die "$file needs libraries that are not installed: $missing"
+  done
+}
+
+# fetch_archive KEY DEST: unpack the pinned tarball of sources.<key> (top folder stripped) into
+# DEST, after checking it against its sha256. Never unpacks an archive it could not check.
+fetch_archive() {
+  local key=${1^^} dest=$2 url sum tmp
+  url=${key}_URL sum=${key}_SHA256
+  [ -n "${!url:-}" ] || die "no URL for the $1 archive"
+  [ -n "${!sum:-}" ] || die "no sha256 for ${!url}: the program always sets one"
+  tmp=$(mktemp)
+  retry 5 curl -fsSL -o "$tmp" "${!url}"
+  echo "${!sum}  $tmp" | sha256sum -c --quiet - || die "sha256 mismatch for ${!url}"
+  rm -rf "$dest" && install -d -m 0755 "$dest"
+  tar -xzf "$tmp" -C "$dest" --strip-components=1 --no-same-owner
   rm -f "$tmp"
 }
 

@@ -1,0 +1,298 @@
+"""The whole stack configuration as one typed object, with the rules that span several keys."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Optional
+
+from pydantic import Field, SecretStr, StrictBool, StrictInt, StrictStr, field_validator, model_validator
+
+from core.roles import Role
+from core.settings.base import NAMESPACE, Cloud, Component, Layout, Model, SettingsError
+from core.settings.layout import (
+    COUCHDB_QUORUM,
+    DEFAULT_SIZES,
+    AwsSettings,
+    HetznerSettings,
+    NetworkSettings,
+    RolesSettings,
+    image_name,
+)
+from core.settings.sources import Archive, SourcesSettings
+from core.settings.values import Cidr, DnsName, SshPublicKey, Word, dns_name, host_name, ssh_private_key
+
+WORLD_V4, WORLD_V6 = ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")
+
+
+class SipSettings(Model):
+    tls: StrictBool = False  # Kamailio 5061/tcp (and 7001)
+    websockets: StrictBool = False  # Kamailio 5064/tcp (WS) and 5065/tcp (WSS)
+    # kamailio-configs' antiflood role (pike rate limit per source, failed-auth lockout): the
+    # "simple fraud and DDoS protection" a Kazoo proxy is there for.
+    antiflood: StrictBool = True
+
+
+class BootstrapSettings(Model):
+    skip: list[Component] = Field(default_factory=list)
+
+
+class SshSettings(Model):
+    """How `pulumi up` reaches the hosts for the post-boot steps (user ops, key from sshPrivateKey
+    or generated)."""
+
+    bastion: Optional[StrictStr] = Field(
+        default=None, description="host, host:port or [v6]:port to jump through; hosts are then reached on their private IP"
+    )
+    bastion_user: Word = "ops"
+    dial_error_limit: StrictInt = Field(default=40, description="SSH dial attempts (15 s each) per step")
+
+    @field_validator("bastion")
+    @classmethod
+    def _bastion(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            parse_bastion(value)
+        return value
+
+    @field_validator("dial_error_limit")
+    @classmethod
+    def _bounded(cls, value: int) -> int:
+        if not 1 <= value <= 240:
+            raise ValueError(f"must be between 1 and 240 (got {value}); unbounded dials hang `pulumi up`")
+        return value
+
+    @property
+    def bastion_address(self) -> Optional[tuple[str, int]]:
+        return parse_bastion(self.bastion) if self.bastion else None
+
+
+def parse_bastion(value: str) -> tuple[str, int]:
+    """`host`, `host:port`, `[v6]` or `[v6]:port` -> (host, port)."""
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"{value!r} is not host[:port] (an IPv6 address goes in brackets: [2001:db8::1]:22)")
+        port_text = rest[1:] if rest else "22"
+        try:
+            if ipaddress.ip_address(host).version != 6:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"{value!r}: brackets hold an IPv6 address") from None
+    else:
+        host, _, port_text = value.partition(":")
+        if value.count(":") > 1:
+            raise ValueError(f"{value!r}: write an IPv6 bastion in brackets, like [2001:db8::1]:22")
+        port_text = port_text if ":" in value else "22"
+        host_name(host)
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"{value!r} has a port that is not a number from 1 to 65535")
+    return host, int(port_text)
+
+
+class MasterAccountSettings(Model):
+    """The Kazoo master (reseller) account created once by the orchestration."""
+
+    name: Word = "master"
+    realm: Optional[StrictStr] = Field(default=None, description="SIP realm; default: master.<domain>")
+    user: Word = "admin"
+
+    @field_validator("realm")
+    @classmethod
+    def _realm(cls, value: Optional[str]) -> Optional[str]:
+        return None if value is None else dns_name(value, "a lower-case DNS name (Kazoo realms are SIP domains)")
+
+
+class Settings(Model):
+    cloud: Cloud
+    layout: Layout = Layout.SINGLE
+    domain: DnsName
+    admin_cidrs: list[Cidr] = Field(min_length=1)
+    sip_cidrs: list[Cidr] = Field(default_factory=lambda: ["0.0.0.0/0", "::/0"], min_length=1)
+    carrier_cidrs: list[Cidr] = Field(default_factory=list)
+    api_cidrs: Optional[list[Cidr]] = Field(
+        default=None, description="who may reach crossbar and Monster UI; default: adminCidrs"
+    )
+    ssh_public_keys: list[SshPublicKey] = Field(min_length=1)
+    image: StrictStr = "debian-12"
+    combined_size: Optional[StrictStr] = Field(
+        default=None, description="size of each host carrying every role (single, dual)"
+    )
+    roles: RolesSettings = Field(default_factory=RolesSettings)
+    network: NetworkSettings = Field(default_factory=NetworkSettings)
+    hetzner: HetznerSettings = Field(default_factory=HetznerSettings)
+    aws: AwsSettings = Field(default_factory=AwsSettings)
+    sip: SipSettings = Field(default_factory=SipSettings)
+    sources: SourcesSettings = Field(default_factory=SourcesSettings)
+    bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
+    orchestrate: StrictBool = Field(
+        default=True, description="run the post-boot steps over SSH from `pulumi up` (false: by hand)"
+    )
+    ssh: SshSettings = Field(default_factory=SshSettings)
+    ssh_private_key: Optional[SecretStr] = Field(
+        default=None, description="OpenSSH private key for the orchestration (secret); default: generated"
+    )
+    master_account: MasterAccountSettings = Field(default_factory=MasterAccountSettings)
+    master_password: Optional[SecretStr] = Field(
+        default=None, description="password of the master account's user (secret); default: generated"
+    )
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        return image_name(value)
+
+    @field_validator("combined_size")
+    @classmethod
+    def _combined_size(cls, value: Optional[str]) -> Optional[str]:
+        from core.settings.values import server_type
+
+        return None if value is None else server_type(value)
+
+    @field_validator("admin_cidrs", "sip_cidrs", "carrier_cidrs", "api_cidrs")
+    @classmethod
+    def _no_duplicates(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+        # Resource names are made from each CIDR: a duplicate would be one URN twice.
+        if value is not None and len(set(value)) != len(value):
+            twice = next(c for c in value if value.count(c) > 1)
+            raise ValueError(f"{twice} is listed twice")
+        return value
+
+    @field_validator("admin_cidrs")
+    @classmethod
+    def _admin_not_world(cls, value: list[str]) -> list[str]:
+        if _covers_internet(value):
+            raise ValueError(f"{', '.join(value)} open SSH and admin UIs to the whole internet")
+        return value
+
+    @field_validator("carrier_cidrs")
+    @classmethod
+    def _carriers_narrow(cls, value: list[str]) -> list[str]:
+        # A carrier is trusted by FreeSWITCH without authentication: a wide range is toll fraud.
+        for item in value:
+            net = ipaddress.ip_network(item)
+            widest = 16 if net.version == 4 else 32
+            if net.prefixlen < widest:
+                raise ValueError(f"{item} is wider than /{widest}: every address in it could place calls as a carrier")
+        return value
+
+    @field_validator("ssh_private_key")
+    @classmethod
+    def _private_key(cls, value: Optional[SecretStr]) -> Optional[SecretStr]:
+        if value is not None:
+            ssh_private_key(value.get_secret_value())
+        return value
+
+    @field_validator("master_password")
+    @classmethod
+    def _password(cls, value: Optional[SecretStr]) -> Optional[SecretStr]:
+        if value is not None:
+            text = value.get_secret_value()
+            if not 12 <= len(text) <= 128 or not text.isprintable() or not text.isascii():
+                raise ValueError("must be 12 to 128 printable ASCII characters")
+        return value
+
+    @model_validator(mode="after")
+    def _layout_rules(self) -> "Settings":
+        db = self.roles.database
+        if self.layout is Layout.MAXIMAL and db.count < COUCHDB_QUORUM and not db.allow_below_quorum:
+            raise SettingsError(
+                f"{NAMESPACE}:roles.database.count: {db.count} CouchDB nodes lose quorum in maximal; "
+                f"use at least {COUCHDB_QUORUM} or set roles.database.allowBelowQuorum: true"
+            )
+        if db.n is not None and db.n > self.database_count:
+            raise SettingsError(
+                f"{NAMESPACE}:roles.database.n: {db.n} copies need {db.n} database nodes "
+                f"(the {self.layout.value} layout has {self.database_count})"
+            )
+        for image_key, image in self.images_in_use():
+            if self.cloud is Cloud.HETZNER and image.startswith("ami-"):
+                raise SettingsError(f"{NAMESPACE}:{image_key}: {image} is an AWS AMI, not a Hetzner image")
+        for role in Role:
+            if role is not Role.PROXY and self.roles.of(role).image is not None:
+                raise SettingsError(
+                    f"{NAMESPACE}:roles.{role.value}.image: only proxies may run another image "
+                    "(the Kazoo 4.4 packages are built for Debian 12)"
+                )
+        if self.image == "debian-13":
+            raise SettingsError(
+                f"{NAMESPACE}:image: debian-13 cannot carry Kazoo, FreeSWITCH or CouchDB (their packages are "
+                "built for Debian 12); use debian-12, and roles.proxy.image: debian-13 for proxies if you like"
+            )
+        if self.proxy_image == "debian-13" and self.layout is Layout.MAXIMAL and not self.sources.kamailio.from_debian:
+            raise SettingsError(
+                f"{NAMESPACE}:sources.kamailio.repo: Debian 13 proxies take Kamailio from Debian 13 itself "
+                "(the openkazoo repository is for bookworm): set sources.kamailio: {repo: debian, version: '6.0.*'}"
+            )
+        return self
+
+    # Resolved views used by the rest of the program.
+    @property
+    def effective_api_cidrs(self) -> list[str]:
+        return self.api_cidrs if self.api_cidrs is not None else self.admin_cidrs
+
+    @property
+    def proxy_image(self) -> str:
+        """The image proxies run: their own in maximal when set, else the stack's."""
+        own = self.roles.proxy.image if self.layout is Layout.MAXIMAL else None
+        return own or self.image
+
+    def image_of(self, role: Optional[Role]) -> str:
+        """Image of a host of `role`, or of a combined host when role is None."""
+        return self.proxy_image if role is Role.PROXY else self.image
+
+    def images_in_use(self) -> list[tuple[str, str]]:
+        found = [("image", self.image)]
+        if self.roles.proxy.image:
+            found.append(("roles.proxy.image", self.roles.proxy.image))
+        return found
+
+    def installs(self, component: Component) -> bool:
+        return component not in self.bootstrap.skip
+
+    def archives_in_use(self) -> dict[str, Archive]:
+        """The archives some host fetches, by sources key (kazoo_configs, kamailio_configs, ...)."""
+        archives = {}
+        if self.installs(Component.KAZOO):
+            archives["kazoo_configs"] = self.sources.kazoo_configs
+        if self.installs(Component.KAMAILIO):
+            archives["kamailio_configs"] = self.sources.kamailio_configs
+        if self.installs(Component.FREESWITCH):
+            archives["freeswitch_configs"] = self.sources.freeswitch_configs
+        if self.sources.monster_ui is not None:
+            archives["monster_ui"] = self.sources.monster_ui
+        return archives
+
+    @property
+    def database_count(self) -> int:
+        return {Layout.SINGLE: 1, Layout.DUAL: 2}.get(self.layout, self.roles.database.count)
+
+    @property
+    def couchdb_n(self) -> int:
+        return self.roles.database.n or min(COUCHDB_QUORUM, self.database_count)
+
+    @property
+    def couchdb_q(self) -> int:
+        return self.roles.database.q or (1 if self.database_count == 1 else 2)
+
+    @property
+    def master_realm(self) -> str:
+        return self.master_account.realm or f"master.{self.domain}"
+
+    def size_of(self, role: Optional[Role]) -> str:
+        """Size of a host of `role`, or of a combined host when role is None."""
+        if role is None:
+            return self.combined_size or DEFAULT_SIZES[self.cloud.value]["combined"]
+        return self.roles.of(role).size or DEFAULT_SIZES[self.cloud.value][role]
+
+    @property
+    def zones(self) -> list[str]:
+        return self.hetzner.locations if self.cloud is Cloud.HETZNER else self.aws.zone_names
+
+
+def _covers_internet(cidrs: list[str]) -> bool:
+    """True when the ranges together hold every IPv4 or every IPv6 address (0.0.0.0/1 + 128.0.0.0/1)."""
+    for world in (WORLD_V4, WORLD_V6):
+        nets = [n for n in map(ipaddress.ip_network, cidrs) if n.version == world.version]
+        if nets and list(ipaddress.collapse_addresses(nets)) == [world]:
+            return True
+    return False
+
