@@ -41,6 +41,9 @@ class Orchestration(pulumi.ComponentResource):
         for step in args.steps:
             refs = args.servers[step.host.name]
             depends_on: list[pulumi.Resource] = [self.commands[n] for n in step.needs]
+            # A replaced server is a new, unconfigured host: every step that runs on it, and every
+            # step about it (cluster membership, registrations), runs again.
+            replaced_by = [args.servers[name].server for name in (step.host.name, *step.involves)]
             if step.after_server:
                 depends_on += refs.ready
             create: pulumi.Input[str] = step.create
@@ -55,10 +58,16 @@ class Orchestration(pulumi.ComponentResource):
                 triggers=[args.digests[step.host.name]] if step.digest_trigger else None,
                 # the remote scripts log to /var/log/kazoo-bootstrap.log; keep outputs small
                 logging=remote.Logging.STDOUT_AND_STDERR,
+                # no PULUMI_COMMAND_STDOUT for the next run (sshd would be asked to accept it: a warning)
+                add_previous_output_in_env=False,
                 opts=pulumi.ResourceOptions(
                     parent=self,
                     depends_on=depends_on,
                     deleted_with=refs.server,
+                    replace_with=list(dict.fromkeys(replaced_by)),
+                    # How to reach a host is not part of what a step does: a new dial limit or bastion
+                    # re-runs nothing (a step deleted later dials as it was created).
+                    ignore_changes=["connection"],
                 ),
             )
             self.commands[step.name] = command
@@ -79,13 +88,14 @@ class Orchestration(pulumi.ComponentResource):
     def _connection(args: OrchestrationArgs, refs: ServerRefs, host_key: pulumi.Output[str]) -> remote.ConnectionArgs:
         ssh = args.settings.ssh
         proxy = None
-        if ssh.bastion:
-            host, _, port = ssh.bastion.partition(":")
+        if ssh.bastion_address:
+            host, port = ssh.bastion_address
             proxy = remote.ProxyConnectionArgs(
                 host=host,
-                port=int(port or 22),
+                port=port,
                 user=ssh.bastion_user,
                 private_key=args.private_key,
+                host_key=ssh.bastion_host_key,  # pinned like the hosts' (ssh.bastionHostKey)
                 dial_error_limit=ssh.dial_error_limit,
                 per_dial_timeout=PER_DIAL_TIMEOUT,
             )

@@ -16,6 +16,7 @@ SECRETS = {
     "couchdb_cookie": 48,  # the CouchDB cluster's Erlang cookie
     "couchdb_password": 32,  # CouchDB admin "kazoo"
     "rabbitmq_password": 32,  # RabbitMQ user "kazoo" on every broker
+    "kamailio_db_password": 32,  # role "kamailio" of the PostgreSQL beside each Kamailio
 }
 
 
@@ -31,8 +32,6 @@ class KazooSecrets(pulumi.ComponentResource):
             key: random.RandomPassword(key.replace("_", "-"), length=length, special=False, opts=child).result
             for key, length in SECRETS.items()
         }
-        token = settings.signalwire_token
-        self.values["signalwire_token"] = pulumi.Output.secret(token.get_secret_value() if token else "")
 
         self.operator_public_key: Optional[pulumi.Output[str]] = None
         self.operator_private_key: Optional[pulumi.Output[str]] = None

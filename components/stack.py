@@ -7,7 +7,7 @@ from typing import Callable, Optional
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from components.clouds import ServerRefs, seam_for
+from components.clouds import ServerRefs, seam_for, with_cloud_defaults
 from components.network import KazooNetwork, KazooNetworkArgs
 from components.orchestration import Orchestration, OrchestrationArgs
 from components.secrets import KazooSecrets
@@ -18,7 +18,7 @@ from core.firewall import firewall_matrix, rules_for
 from core.orchestration import plan_steps
 from core.plan import Host, Plan, PlanError, plan_hosts
 from core.roles import ALL_ROLES, Role
-from core.settings import Layout, Settings, SettingsError, load_settings
+from core.settings import Layout, Settings, SettingsError, load_settings, plain_text_secrets
 
 
 def read_config() -> dict[str, str]:
@@ -31,11 +31,16 @@ def read_config() -> dict[str, str]:
 
 def load() -> tuple[Settings, Plan]:
     """Parse and plan, or stop the program with one line: no resource is registered before this."""
+    raw = read_config()
     try:
-        settings = load_settings(read_config())
-        return settings, plan_hosts(settings)
+        settings = with_cloud_defaults(load_settings(raw))
+        plan = plan_hosts(settings)
     except (SettingsError, PlanError) as err:
         raise pulumi.RunError(str(err)) from None
+    secret_keys = set(runtime_config.get_config_secret_keys_env()) | set(runtime_config._SECRET_KEYS.get())
+    for key in plain_text_secrets(raw, secret_keys):
+        pulumi.log.warn(f"{key} is in clear text in the stack file: set it with `pulumi config set --secret {key}`")
+    return settings, plan
 
 
 # render(host, its public IP, what to make of its HostContext): an Output once every input is known.

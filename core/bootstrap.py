@@ -23,7 +23,7 @@ import yaml
 
 from core.firewall import ERLANG_DIST_PORTS, firewall_matrix, host_firewall
 from core.plan import Host, Plan
-from core.roles import Role
+from core.roles import Role, secrets_for
 from core.kamailio import kamailio_plan
 from core.settings import Cloud, Component, Settings
 
@@ -55,6 +55,11 @@ class HostContext:
     operator_keys: tuple[str, ...] = ()  # the orchestration's public key, beside sshPublicKeys
     host_key: Optional[tuple[str, str]] = None  # (private, public) ED25519 SSH host key, pinned by `pulumi up`
     archive_sha256: dict[str, str] = field(default_factory=dict)  # sources key -> sha256 the host checks
+
+    def __post_init__(self) -> None:
+        # A host sees only the secrets its roles use (core/roles.py ROLE_SECRETS), whoever builds
+        # its context: a template asking for another role's secret fails to render.
+        object.__setattr__(self, "secrets", secrets_for(self.host.roles, dict(self.secrets)))
 
 
 def render_template(name: str, ctx: HostContext, **extra) -> str:

@@ -94,8 +94,11 @@ def firewall_matrix(settings: Settings) -> list[Rule]:
     D, B, A, M, P = Role.DATABASE, Role.BROKER, Role.APPLICATION, Role.MEDIA, Role.PROXY
 
     rules: list[Rule] = []
-    # SSH to every role, from the admins only.
+    # SSH to every role, from the admins only (and from the bastion `pulumi up` jumps through).
     rules += [Rule(role, "tcp", (22, 22), admin, "ssh") for role in (D, B, A, M, P)]
+    if settings.ssh.bastion_source:
+        bastion = Cidrs("ssh.bastion", (settings.ssh.bastion_source,))
+        rules += [Rule(role, "tcp", (22, 22), bastion, "ssh-bastion") for role in (D, B, A, M, P)]
 
     # Kamailio: SIP from phones and carriers; FreeSWITCH sends calls for registered devices back.
     rules += _both(P, 5060, sip, "sip")

@@ -10,6 +10,7 @@ hosts that name it, and nothing else runs again.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -42,6 +43,7 @@ class Step:
     stdin: Optional[Stdin] = None
     digest_trigger: bool = False  # runs again when the host's rendered configuration changes
     readiness: bool = False  # its stdout is the host's entry in the `readiness` output
+    involves: tuple[str, ...] = ()  # other hosts the step is about: it runs again when one is replaced
 
 
 def remote_script(name: str) -> str:
@@ -56,8 +58,12 @@ def sudo(script: str, *args: str) -> str:
     return " ".join(["sudo", "-n", f"{ON_HOST}/{script}", *args])
 
 
-def acl_name(prefix: str, value: str) -> str:
-    return f"{prefix}-" + re.sub(r"[^A-Za-z0-9]+", "-", value).strip("-")
+def acl_name(prefix: str, cidr: str) -> str:
+    """A name per CIDR, for the ACL and the step: `carrier-192-0-2-0-28`. IPv6 is written out in
+    full first, so that two networks never share a name (`1::2/128` and `1:2::/128` would)."""
+    net = ipaddress.ip_network(cidr)
+    text = str(net) if net.version == 4 else f"{net.network_address.exploded}/{net.prefixlen}"
+    return f"{prefix}-" + re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")
 
 
 def plan_steps(settings: Settings, plan: Plan) -> list[Step]:
@@ -88,6 +94,7 @@ def plan_steps(settings: Settings, plan: Plan) -> list[Step]:
                 first_db,
                 sudo("couchdb-cluster.sh", *(h.fqdn for h in databases)),
                 needs=(f"config-{first_db.name}", *(f"wait-{h.name}" for h in databases[1:])),
+                involves=tuple(h.name for h in databases[1:]),
             )
         )
         kazoo_needs = ["couchdb-cluster"]
@@ -109,7 +116,8 @@ def plan_steps(settings: Settings, plan: Plan) -> list[Step]:
         def ecallmgr_step(name: str, other: Optional[Host], add: tuple[str, ...], remove: tuple[str, ...]) -> None:
             needs = ["kazoo-first-start"] + ([f"wait-{other.name}"] if other and other is not app else [])
             steps.append(
-                Step(name, app, sudo("ecallmgr.sh", *add), delete=sudo("ecallmgr.sh", *remove), needs=tuple(needs))
+                Step(name, app, sudo("ecallmgr.sh", *add), delete=sudo("ecallmgr.sh", *remove), needs=tuple(needs),
+                     involves=(other.name,) if other is not None and other is not app else ())
             )
             touched[app.name].append(name)
             if other is not None:

@@ -133,7 +133,9 @@ def _no_internal_port_from_internet(args: ResourceValidationArgs, report: Report
 
 
 def _ssh_only_from_admin_cidrs(args: ResourceValidationArgs, report: ReportViolation) -> None:
-    admin = [ipaddress.ip_network(c) for c in (args.get_config().get("adminCidrs") or [])]
+    config = args.get_config()
+    # the admins, and the bastion `pulumi up` jumps through (the stack's ssh.bastion)
+    admin = [ipaddress.ip_network(c) for c in [*(config.get("adminCidrs") or []), *(config.get("bastionCidrs") or [])]]
     for rule in ingress_rules(args.resource_type, args.props):
         if not rule.covers(22, 22, protocol="tcp"):
             continue
@@ -209,7 +211,8 @@ ALL_POLICIES = [
     _policy("kazoo-ssh-only-from-admin-cidrs",
             "SSH is open only to the admins' CIDRs.",
             _ssh_only_from_admin_cidrs,
-            PolicyConfigSchema(properties={"adminCidrs": {"type": "array", "items": {"type": "string"}}})),
+            PolicyConfigSchema(properties={"adminCidrs": {"type": "array", "items": {"type": "string"}},
+                                           "bastionCidrs": {"type": "array", "items": {"type": "string"}}})),
     _policy("kazoo-database-volumes-protected",
             "CouchDB data volumes are protected from deletion.",
             _database_volumes_protected),

@@ -1,8 +1,9 @@
 """Runs the remote scripts as on a host, without a host: inside private mount and network namespaces
 (`unshare`) with overlays on /etc, /opt and /var, so the scripts find /opt/kazoo-bootstrap and
 /etc/kazoo-bootstrap where they expect them and nothing leaks onto this machine. Stand-ins for the
-programs that need a real Kazoo or CouchDB (`sup`, `curl`, `systemctl`, `sudo`) come first on PATH;
-each logs its calls to calls.log. Needs root (as .ci/run has)."""
+programs that need a real Kazoo (`sup`, `systemctl`, `sudo`) come first on PATH; each logs its calls
+to calls.log. CouchDB is a server instead (stubs/fake_couchdb.py, which real curl talks to): start
+its nodes with `run(..., setup=...)`, see tests/test_database.py. Needs root (as .ci/run has)."""
 
 from __future__ import annotations
 
@@ -33,8 +34,14 @@ class FakeHost:
         log = self.state / "calls.log"
         return log.read_text().splitlines() if log.exists() else []
 
-    def run(self, command: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        """Run `command` (a shell line, as pulumi-command would) on the fake host, as root."""
+    def run(self, command: str, stdin: str | None = None, env: dict[str, str] | None = None,
+            setup: str | None = None) -> subprocess.CompletedProcess:
+        """Run `command` (a shell line, as pulumi-command would) on the fake host, as root.
+
+        `setup`: shell lines run on the fake host first (a failure fails the run), with loopback up
+        and in a PID namespace of the run's own (a fresh /proc shows only the fake host's
+        processes): servers they start in the background, such as fake CouchDB nodes, end with the run.
+        """
         t = self.tmp
         mounts = "\n".join(
             f"mkdir -p {t}/ovl/{d}/u {t}/ovl/{d}/w && "
@@ -48,6 +55,7 @@ mkdir -p /opt/kazoo-bootstrap/remote /etc/kazoo-bootstrap /var/log
 install -m 0755 {scripts} /opt/kazoo-bootstrap/
 install -m 0755 {CLOUD_INIT_DIR}/remote/*.sh /opt/kazoo-bootstrap/remote/
 install -m 0600 {t}/host.env /etc/kazoo-bootstrap/host.env
+{'ip link set lo up; bash -c "$KAZOO_SETUP" </dev/null' if setup is not None else ''}
 set +e
 bash -c "$KAZOO_COMMAND"
 """
@@ -56,10 +64,12 @@ bash -c "$KAZOO_COMMAND"
             "PATH": f"{STUBS}:{os.environ['PATH']}",
             "STUB_STATE": str(self.state),
             "KAZOO_COMMAND": command,
+            **({"KAZOO_SETUP": setup} if setup is not None else {}),
             **(env or {}),
         }
+        pid = ["--pid", "--fork", "--mount-proc"] if setup is not None else []
         return subprocess.run(
-            ["unshare", "--mount", "--net", "--propagation", "private", "bash", "-c", driver],
+            ["unshare", "--mount", "--net", *pid, "--propagation", "private", "bash", "-c", driver],
             input=stdin, capture_output=True, text=True, env=environment, timeout=120,
         )
 

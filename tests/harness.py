@@ -17,7 +17,7 @@ from tools.mock_engine import (  # noqa: F401  (re-exported for the tests)
 from tools.mock_engine import run_program as _run_program
 
 # Secrets a stack file cannot carry in clear text; tests set them as `pulumi config set --secret` would.
-TEST_SECRETS = {"kazoo:signalwireToken": "pat_test_token"}
+TEST_SECRETS: dict[str, str] = {}
 
 
 def deep_merge(base: Any, change: Any) -> Any:

@@ -24,18 +24,29 @@ from typing import Optional
 
 CACHE = Path(os.environ.get("KAZOO_E2E_CACHE", "/var/cache/kazoo-e2e"))
 MIRROR = os.environ.get("KAZOO_E2E_MIRROR", "http://deb.debian.org/debian")
-# What a Debian 12 cloud image has (cloud-init, systemd, sshd, sudo) and the Debian packages the
+# What a Debian cloud image has (cloud-init, systemd, sshd, sudo) and the Debian packages the
 # bootstrap installs for the roles the e2e test boots, pre-baked so that no host needs a mirror.
-PACKAGES = [
+BASE_PACKAGES = [
     "cloud-init", "systemd-sysv", "dbus", "udev", "iproute2", "sudo", "openssh-server", "procps",
-    "chrony", "nftables", "netbase", "curl", "ca-certificates", "gnupg", "rabbitmq-server", "haproxy",
+    "chrony", "nftables", "netbase", "curl", "ca-certificates", "gnupg", "python3",
 ]
+PACKAGES = {
+    # Debian 12: brokers, and the HAProxy of application hosts
+    "bookworm": BASE_PACKAGES + ["rabbitmq-server", "haproxy", "erlang-base"],
+    # Debian 13: proxies, with Debian's own Kamailio 6.0 and the modules the openkazoo 6.0 tree
+    # loads, and PostgreSQL (install-proxy.sh with sources.kamailio.repo: debian)
+    "trixie": BASE_PACKAGES + [
+        "postgresql", "kamailio", "kamailio-kazoo-modules", "kamailio-postgres-modules",
+        "kamailio-presence-modules", "kamailio-outbound-modules", "kamailio-extra-modules",
+        "kamailio-tls-modules", "kamailio-websocket-modules",
+    ],
+}
 CLOUD_CFG = """\
 # e2e: the NoCloud seed only; the network is set up from outside, before boot
 datasource_list: [NoCloud, None]
 network: {config: disabled}
 """
-IMAGE_VERSION = "1"
+IMAGE_VERSION = "2"
 
 
 def tools_available() -> Optional[str]:
@@ -55,22 +66,24 @@ def run(*cmd: str, check: bool = True, timeout: float = 600, **kwargs) -> subpro
     return result
 
 
-def debian_root() -> Path:
-    key = hashlib.sha256((IMAGE_VERSION + MIRROR + " ".join(PACKAGES)).encode()).hexdigest()[:12]
-    root = CACHE / f"bookworm-{key}"
+def debian_root(suite: str = "bookworm") -> Path:
+    """A Debian root of `suite` with PACKAGES[suite], built once and cached."""
+    packages = PACKAGES[suite]
+    key = hashlib.sha256((IMAGE_VERSION + MIRROR + suite + " ".join(packages)).encode()).hexdigest()[:12]
+    root = CACHE / f"{suite}-{key}"
     if (root / ".kazoo-e2e-complete").exists():
         return root
     CACHE.mkdir(parents=True, exist_ok=True)
-    work = CACHE / f"bookworm-{key}.building"
+    work = CACHE / f"{suite}-{key}.building"
     shutil.rmtree(work, ignore_errors=True)
-    run("debootstrap", "--variant=minbase", "bookworm", str(work), MIRROR, timeout=900)
+    run("debootstrap", "--variant=minbase", suite, str(work), MIRROR, timeout=900)
     # No service may start inside the chroot while packages install.
     policy = work / "usr/sbin/policy-rc.d"
     policy.write_text("#!/bin/sh\nexit 101\n")
     policy.chmod(0o755)
     install = (
         f"mount -t proc proc {work}/proc && mount --rbind /sys {work}/sys && mount --rbind /dev {work}/dev && "
-        f"chroot {work} apt-get install -y -q --no-install-recommends {' '.join(PACKAGES)}"
+        f"chroot {work} apt-get install -y -q --no-install-recommends {' '.join(packages)}"
     )
     run("unshare", "--mount", "--fork", "--propagation", "private", "sh", "-c", install,
         env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, timeout=900)
@@ -95,7 +108,9 @@ class PrivateNetwork:
         run("ip", "-n", self.switch, "link", "add", "br0", "type", "bridge")
         run("ip", "-n", self.switch, "link", "set", "br0", "up")
 
-    def attach(self, name: str, address: str) -> str:
+    def attach(self, name: str, address: str, public: str | None = None, routes: tuple[str, ...] = ()) -> str:
+        """A namespace on the switch with `address`; `public` (a /32 on the same interface, as
+        Hetzner puts a server's public IPv4) and on-link `routes` when given."""
         ns = f"{self.prefix}{name}"
         run("ip", "netns", "add", ns)
         self.namespaces.append(ns)
@@ -103,8 +118,12 @@ class PrivateNetwork:
         run("ip", "-n", self.switch, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
         run("ip", "-n", self.switch, "link", "set", port, "master", "br0", "up")
         run("ip", "-n", ns, "addr", "add", f"{address}/{self.cidr_prefix}", "dev", "eth0")
+        if public:
+            run("ip", "-n", ns, "addr", "add", f"{public}/32", "dev", "eth0")
         run("ip", "-n", ns, "link", "set", "eth0", "up")
         run("ip", "-n", ns, "link", "set", "lo", "up")
+        for route in routes:
+            run("ip", "-n", ns, "route", "add", route, "dev", "eth0")
         return ns
 
     def close(self) -> None:

@@ -1,12 +1,19 @@
-"""End to end: the rendered user-data booted for real, in Debian 12 hosts (systemd-nspawn) on private
+"""End to end: the rendered user-data booted for real, in Debian hosts (systemd-nspawn) on private
 networks of network namespaces, with the plan's static private IPs. Checked from outside the hosts.
 
-Two "clouds", booted together: the single layout (kazoo1) and a maximal subset (broker1, app1,
-media1), each on its own bridge, each with an `outsider` namespace: an address in the private range
-that is no host of the plan. CouchDB, Kazoo, FreeSWITCH and Kamailio's configs come from
-repositories this machine cannot reach, so the stacks skip them with the user-facing switch
-`bootstrap.skip`; the Debian packages the bootstrap installs are pre-baked in the image (the
-bootstrap installs only what is missing, as with any pre-baked image), so the hosts need no mirror.
+Two "clouds", booted together:
+- the single layout (kazoo1, Debian 12);
+- a maximal subset: broker1, app1, media1 (Debian 12) and proxy1 on Debian 13, whose own Kamailio 6.0
+  (with its kazoo and postgres modules) runs the real openkazoo/kamailio-configs 6.0 tree, fetched by
+  the host from a mirror namespace (an HTTP server this test runs, serving the pinned commit from
+  the upstream bundle; the stack pins the sha256 of those bytes) with PostgreSQL beside it, and
+  connects over AMQP to broker1's RabbitMQ. Phones in namespaces of their own send SIP to the
+  proxy's public address (on its interface, as Hetzner does).
+Each cloud has an `outsider` namespace: an address in the private range that is no host of the plan
+and is not in sipCidrs. CouchDB, Kazoo and FreeSWITCH come from repositories this machine cannot
+reach, so the stacks skip them with the user-facing switch `bootstrap.skip`, in the open; the Debian
+packages the bootstrap installs are pre-baked in the images (the bootstrap installs only what is
+missing, as with any pre-baked image), so the hosts need no Debian mirror.
 """
 
 from __future__ import annotations
@@ -21,48 +28,93 @@ from pathlib import Path
 import pytest
 
 import nspawn
+import upstream
 from core.bootstrap import CLOUD_INIT_DIR, HostContext, config_bundle, render_template, render_user_data
+from core.kamailio import kamailio_plan
 from core.plan import Plan, plan_hosts
+from core.roles import Role
 from core.settings import load_settings
 from harness import stack_config
 
 pytestmark = pytest.mark.skipif(nspawn.tools_available() is not None, reason=str(nspawn.tools_available()))
 
+MIRROR_IP, MIRROR_PORT = "10.20.255.251", 8080
+METADATA_IP = "169.254.169.254"  # the clouds' metadata service, stood in for by the mirror namespace
+PHONES = "10.20.250.0/24"  # the maximal stack's sipCidrs
+PHONE_IPS = {"phone": "10.20.250.10", "phone2": "10.20.250.11"}
+PUBLIC_RANGE = "198.51.100.0/24"
 SKIP = {"bootstrap": {"skip": ["couchdb", "kazoo", "freeswitch", "kamailio"]}}
 SECRETS = {"erlang_cookie": "e2eErlangCookie", "couchdb_cookie": "e2eCouchCookie", "couchdb_password": "e2eCouchPw",
-           "rabbitmq_password": "e2eRabbitPw42", "signalwire_token": ""}
-CLOUDS = {"single": ("hetzner-single", ["kazoo1"]), "maximal": ("hetzner-maximal", ["broker1", "app1", "media1"])}
-OUTSIDER = "10.20.255.250"  # inside network.cidr, no host of the plan
-BOOT_TIMEOUT = 300
-AMQP = str(Path(__file__).with_name("amqp_login.py"))
+           "rabbitmq_password": "e2eRabbitPw42", "kamailio_db_password": "e2eKamailioPw"}
+OUTSIDER = "10.20.255.250"  # inside network.cidr, no host of the plan, not in sipCidrs
+BOOT_TIMEOUT = 420
+TOOLS = Path(__file__).parent
+AMQP = str(TOOLS / "amqp_login.py")
+
+
+def maximal_overrides() -> dict:
+    return {
+        "bootstrap": {"skip": ["couchdb", "kazoo", "freeswitch"]},
+        "roles": {"proxy": {"image": "debian-13"}},
+        "sipCidrs": [PHONES],
+        "sources": {
+            "kamailio": {"repo": "debian", "version": "6.0.*"},
+            "kamailioConfigs": {"url": f"http://{MIRROR_IP}:{MIRROR_PORT}/kamailio-configs.tar.gz",
+                                "sha256": upstream.archive_sha256("kamailio_configs")},
+        },
+    }
+
+
+CLOUDS = {
+    "single": ("hetzner-single", SKIP, ["kazoo1"]),
+    "maximal": ("hetzner-maximal", None, ["broker1", "app1", "media1", "proxy1"]),
+}
+SUITES = {"debian-12": "bookworm", "debian-13": "trixie"}
 
 
 class Cloud:
-    def __init__(self, stack: str, names: list[str], root: Path, workdir: Path, prefix: str):
-        self.settings = load_settings(stack_config(stack, SKIP))
+    def __init__(self, stack: str, overrides: dict, names: list[str], workdir: Path, prefix: str):
+        self.settings = load_settings(stack_config(stack, overrides))
         self.plan: Plan = plan_hosts(self.settings)
         prefixlen = int(self.settings.network.cidr.split("/")[1])
         self.network = nspawn.PrivateNetwork(prefix, prefixlen)
         self.hosts: dict[str, nspawn.Host] = {}
         self.public_ips: dict[str, str] = {}
         self.host_keys: dict[str, str] = {}  # host -> public SSH host key it was given
+        self.mirror: subprocess.Popen | None = None
         for name in names:
             host = self.plan.host(name)
-            ns = self.network.attach(name, host.private_ip)
             public = f"198.51.100.{10 + len(self.hosts)}" if host.stable_public_ip else None
+            # the public IPv4 on the interface, as Hetzner gives it
+            ns = self.network.attach(name, host.private_ip, public=public, routes=(f"{METADATA_IP}/32",))
             self.public_ips[name] = public
             key_file = workdir / f"{prefix}{name}-host-key"
             nspawn.run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", host.fqdn, "-f", str(key_file))
             host_key = (key_file.read_text(), key_file.with_suffix(".pub").read_text().strip())
             self.host_keys[name] = host_key[1]
             text = render_user_data(HostContext(host, self.plan, self.settings, public, SECRETS, host_key=host_key))
+            role = host.roles[0] if len(host.roles) == 1 else None
+            root = nspawn.debian_root(SUITES[self.settings.image_of(role)])
             booted = nspawn.Host(name, ns, root, workdir)
             booted.seed(gzip.compress(text.encode()), host.fqdn)  # gzip, as the clouds deliver it
             self.hosts[name] = booted
-        self.outsider = self.network.attach("outsider", OUTSIDER)
+        self.outsider = self.network.attach("outsider", OUTSIDER, routes=(PUBLIC_RANGE,))
+        self.phones = {p: self.network.attach(p, ip, routes=(PUBLIC_RANGE,)) for p, ip in PHONE_IPS.items()}
+
+    def serve_mirror(self, workdir: Path) -> None:
+        """The upstream archives the hosts fetch, over HTTP from a namespace on the cloud's network."""
+        served = workdir / "mirror"
+        served.mkdir(exist_ok=True)
+        (served / "kamailio-configs.tar.gz").write_bytes(upstream.archive("kamailio_configs"))
+        (served / "latest").mkdir(exist_ok=True)
+        (served / "latest" / "user-data").write_text("stand-in user-data with a secret\n")
+        ns = self.network.attach("mirror", MIRROR_IP, public=METADATA_IP)
+        self.mirror = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-m", "http.server", str(MIRROR_PORT), "--bind", "0.0.0.0",
+             "--directory", str(served)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def ns(self, name: str) -> str:
-        return self.hosts[name].ns if name in self.hosts else self.outsider
+        return self.hosts[name].ns if name in self.hosts else self.phones.get(name, self.outsider)
 
     def amqp(self, from_ns: str, to: str, user: str, password: str) -> str:
         ip = self.plan.host(to).private_ip
@@ -70,23 +122,41 @@ class Cloud:
                          check=False, timeout=30)
         return out.stdout.strip() or out.stderr.strip()
 
+    def sip(self, from_ns: str, to_ip: str, count: int = 1, seconds: float = 0) -> tuple[int, int]:
+        """(sent, answered with 200) for `count` OPTIONS from a namespace."""
+        out = nspawn.run("ip", "netns", "exec", from_ns, sys.executable, str(TOOLS / "sip_flood.py"), to_ip, "5060",
+                         str(count), str(seconds), timeout=60)
+        sent, answered = out.stdout.split()
+        return int(sent), int(answered)
+
     def close(self) -> None:
         for host in self.hosts.values():
             host.stop()
+        if self.mirror is not None:
+            self.mirror.terminate()
+            self.mirror.wait(timeout=10)
         self.network.close()
 
 
 @pytest.fixture(scope="module")
 def clouds(tmp_path_factory):
     started = time.monotonic()
-    root = nspawn.debian_root()
+    for suite in SUITES.values():
+        nspawn.debian_root(suite)
     built = time.monotonic()
     workdir = tmp_path_factory.mktemp("boot")
     tag = f"kz{os.getpid() % 100000}"
     made: dict[str, Cloud] = {}
     try:
-        for key, (stack, names) in CLOUDS.items():
-            made[key] = Cloud(stack, names, root, workdir, f"{tag}{key[0]}-")
+        made["single"] = Cloud(*CLOUDS["single"][:2], CLOUDS["single"][2], workdir, f"{tag}s-")
+        # A stand-in for the openkazoo `erlang` package's /usr/local/bin/erl (OTP 26, which Debian's
+        # RabbitMQ 3.10 does not run on) on the host that carries every role: RabbitMQ must not use it.
+        fake_erl = made["single"].hosts["kazoo1"].upper / "usr/local/bin/erl"
+        fake_erl.parent.mkdir(parents=True, exist_ok=True)
+        fake_erl.write_text("#!/bin/sh\necho 'stand-in for OTP 26: RabbitMQ 3.10 cannot run here' >&2\nexit 1\n")
+        fake_erl.chmod(0o755)
+        made["maximal"] = Cloud(CLOUDS["maximal"][0], maximal_overrides(), CLOUDS["maximal"][2], workdir, f"{tag}m-")
+        made["maximal"].serve_mirror(workdir)
         for cloud in made.values():  # every host boots at once, as on a cloud
             for host in cloud.hosts.values():
                 host.boot()
@@ -94,7 +164,7 @@ def clouds(tmp_path_factory):
         for key, cloud in made.items():
             for name, host in cloud.hosts.items():
                 results[(key, name)] = host.wait_for_cloud_init(BOOT_TIMEOUT)
-        print(f"\ne2e: image {built - started:.0f} s, boot of {sum(len(c.hosts) for c in made.values())} hosts "
+        print(f"\ne2e: images {built - started:.0f} s, boot of {sum(len(c.hosts) for c in made.values())} hosts "
               f"{time.monotonic() - built:.0f} s")
         yield made, results
     finally:
@@ -106,7 +176,7 @@ def clouds(tmp_path_factory):
         assert all(h.process is None or h.process.poll() is not None for c in made.values() for h in c.hosts.values())
 
 
-HOSTS = [(key, name) for key, (_, names) in CLOUDS.items() for name in names]
+HOSTS = [(key, name) for key, (_, _, names) in CLOUDS.items() for name in names]
 
 
 @pytest.mark.parametrize("key,name", HOSTS)
@@ -154,7 +224,7 @@ def test_the_broker_install_runs_again_without_harm(clouds):
     assert cloud.amqp(cloud.ns("app1"), "broker1", "kazoo", SECRETS["rabbitmq_password"]) == "ok"
 
 
-@pytest.mark.parametrize("key,name", [("single", "kazoo1"), ("maximal", "app1"), ("maximal", "media1")])
+@pytest.mark.parametrize("key,name", [("single", "kazoo1"), ("maximal", "app1")])
 def test_haproxy_listens_where_planned(clouds, key, name):
     made, _ = clouds
     host = made[key].hosts[name]
@@ -231,12 +301,113 @@ def test_sshd_answers_with_the_host_key_pulumi_pins(clouds, key, name):
     assert offered == {tuple(cloud.host_keys[name].split()[:2])}, scan.stdout + scan.stderr
 
 
-def test_kamailio_is_skipped_where_its_configs_cannot_be_fetched(clouds):
+def test_kamailio_is_skipped_where_the_stack_says_so(clouds):
+    """The single stack skips Kamailio (Debian 12's 5.6 is too old for the 6.0 tree): said in the log."""
     made, _ = clouds
     host = made["single"].hosts["kazoo1"]
     log = host.file("/var/log/kazoo-bootstrap.log") or ""
     assert "kamailio skipped (bootstrap.skip)" in log
-    assert host.exec("test", "-d", "/etc/kazoo/kamailio").returncode != 0  # so no `kamailio -c` here
+    assert host.exec("test", "-d", "/etc/kazoo/kamailio").returncode != 0
+
+
+# ----- the proxy: real Kamailio 6.0, the real openkazoo tree, real PostgreSQL and RabbitMQ ---------
+
+def proxy(clouds):
+    made, _ = clouds
+    cloud = made["maximal"]
+    return cloud, cloud.hosts["proxy1"], cloud.plan.host("proxy1")
+
+
+def test_the_proxy_runs_the_pinned_tree_with_this_hosts_local_cfg(clouds):
+    cloud, host, planned = proxy(clouds)
+    assert host.exec("systemctl", "is-active", "kamailio").stdout.strip() == "active", \
+        host.exec("journalctl", "-u", "kamailio", "--no-pager", "-n", "60").stdout
+    # the tree fetched from the mirror at the pinned commit, checked against the pinned sha256
+    ours = host.exec("cat", "/etc/kazoo/kamailio/kamailio.cfg").stdout
+    assert ours == (upstream.tree("kamailio_configs") / "kamailio/kamailio.cfg").read_text()
+    assert host.exec("cat", "/etc/kazoo/kamailio/local.cfg").stdout.startswith("#####")
+    stat = host.exec("stat", "-c", "%a %U:%G", "/etc/kazoo/kamailio/local.cfg").stdout.split()
+    assert stat == ["640", "root:kamailio"]  # it holds the AMQP and database passwords
+    # listening where local.cfg says: the public address for phones, the private one for FreeSWITCH
+    listening = nspawn.run("ip", "netns", "exec", host.ns, "ss", "-lunH").stdout
+    for address in (cloud.public_ips["proxy1"], planned.private_ip):
+        for port in ("5060", "7000"):
+            assert f"{address}:{port} " in listening, listening
+
+
+def test_postgresql_holds_the_schema_and_has_room_for_every_kamailio_process(clouds):
+    cloud, host, planned = proxy(clouds)
+    psql = ("runuser", "-u", "postgres", "--", "psql", "-qAt")
+    tables = host.exec(*psql, "-d", "kamailio", "-c", "SELECT count(*) FROM pg_tables WHERE tableowner = 'kamailio'")
+    assert int(tables.stdout.strip() or 0) > 30, tables.stdout + tables.stderr
+    limit = int(host.exec(*psql, "-c", "SHOW max_connections").stdout.strip())
+    expected = kamailio_plan(cloud.settings, planned, cloud.public_ips["proxy1"]).postgres_max_connections
+    assert limit == expected > 100
+    used = int(host.exec(*psql, "-c", "SELECT count(*) FROM pg_stat_activity WHERE usename = 'kamailio'").stdout)
+    processes = len(host.exec("pgrep", "-u", "kamailio", "kamailio").stdout.split())
+    print(f"\nkamailio: {processes} processes, {used} PostgreSQL connections, max_connections {limit}")
+    assert 0 < used < limit and processes > 40
+    journal = host.exec("journalctl", "--no-pager", "-b").stdout
+    assert "remaining connection slots are reserved" not in journal
+
+
+def test_the_proxy_is_connected_to_the_broker(clouds):
+    cloud, _, planned = proxy(clouds)
+    broker = cloud.hosts["broker1"]
+    seen = broker.exec("rabbitmqctl", "-q", "list_connections", "peer_host", "user", timeout=60).stdout
+    assert any(line.split()[:2] == [planned.private_ip, "kazoo"] for line in seen.splitlines()), seen
+
+
+def test_a_phone_inside_sip_cidrs_gets_200_from_sipp(clouds):
+    cloud, _, _ = proxy(clouds)
+    scenario = str(TOOLS / "sip" / "options.xml")
+    run = nspawn.run("ip", "netns", "exec", cloud.ns("phone"), "sipp", "-sf", scenario, "-m", "1", "-timeout", "15",
+                     "-timeout_error", "-p", "5090", "-nostdin", f"{cloud.public_ips['proxy1']}:5060",
+                     check=False, timeout=60)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+
+
+def test_a_source_outside_sip_cidrs_gets_nothing(clouds):
+    cloud, _, _ = proxy(clouds)
+    address = cloud.public_ips["proxy1"]
+    assert cloud.sip(cloud.ns("phone2"), address) == (1, 1)
+    assert cloud.sip(cloud.outsider, address) == (1, 0)  # the host firewall drops it
+
+
+def test_a_flood_from_one_source_is_cut_off_while_another_still_gets_through(clouds):
+    """kamailio-configs' antiflood role: pike allows 50 requests per 2 s per source (defaults in
+    antiflood-role.cfg), then drops the source's requests until the rate falls."""
+    cloud, host, _ = proxy(clouds)
+    address = cloud.public_ips["proxy1"]
+    sent, answered = cloud.sip(cloud.ns("phone"), address, count=400, seconds=1)
+    assert sent == 400 and answered < 200, answered
+    assert cloud.sip(cloud.ns("phone2"), address) == (1, 1)  # another source is not affected
+    assert cloud.sip(cloud.ns("phone"), address) == (1, 0)  # the flooder still is
+    journal = host.exec("journalctl", "--no-pager", "-b", "-t", "kamailio").stdout + \
+        host.exec("journalctl", "--no-pager", "-b", "-u", "kamailio").stdout
+    assert "due to rate of requests" in journal
+
+
+def test_only_root_reaches_the_metadata_service(clouds):
+    """User-data holds this host's secrets and the metadata service hands it to anyone who asks: after
+    the bootstrap, the host firewall lets only root through (nftables output, meta skuid)."""
+    cloud, host, _ = proxy(clouds)
+    url = f"http://{METADATA_IP}:{MIRROR_PORT}/latest/user-data"
+    as_root = host.exec("curl", "-fsS", "--max-time", "5", url)
+    assert as_root.returncode == 0 and "stand-in user-data" in as_root.stdout, as_root.stderr
+    as_kamailio = host.exec("runuser", "-u", "kamailio", "--", "curl", "-fsS", "--max-time", "5", url)
+    assert as_kamailio.returncode != 0 and "stand-in" not in as_kamailio.stdout
+
+
+def test_an_unprivileged_account_reads_no_secret_file(clouds):
+    """Files holding secrets are readable by their service's account only: `nobody` reads none."""
+    made, _ = clouds
+    for key, name in (("maximal", "proxy1"), ("maximal", "broker1"), ("single", "kazoo1")):
+        host = made[key].hosts[name]
+        for value in SECRETS.values():
+            found = host.exec("runuser", "-u", "nobody", "--", "grep", "-rlsF", value, "/etc", "/opt", "/var/lib/cloud",
+                              "/var/lib/kazoo-bootstrap", "/var/cache/debconf", "/run", timeout=120)
+            assert found.stdout.strip() == "", f"{name}: {found.stdout}"
 
 
 def test_everything_is_stopped_and_removed_afterwards(tmp_path):

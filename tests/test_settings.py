@@ -8,6 +8,7 @@ from core.settings import Layout, SettingsError, load_settings
 from harness import STACKS, TEST_SECRETS, config_from_stack_file, run_program
 
 BASE = config_from_stack_file(STACKS / "Pulumi.hetzner-maximal.yaml")
+KEY = BASE["kazoo:sshPublicKeys"][0]
 
 
 def with_(**changes):
@@ -37,11 +38,11 @@ BAD_INPUTS = [
     (dict(adminCidrs=["0.0.0.0/0"]), "kazoo:adminCidrs", "whole internet"),
     (dict(adminCidrs=None), "kazoo:adminCidrs", "is required"),
     (dict(adminCidrs=[]), "kazoo:adminCidrs", "at least 1"),
-    (dict(roles={"media": {"count": 0}}), "kazoo:roles.media.count", "at least 1"),
+    (dict(roles={"media": {"count": 0}}), "kazoo:roles.media.count", "between 1 and 200"),
     (dict(roles={"database": {"count": 2}}), "kazoo:roles.database.count", "lose quorum"),
     (dict(roles={"proxy": {"size": 3}}), "kazoo:roles.proxy.size", "must be a string"),
     (dict(combinedSize=8), "kazoo:combinedSize", "must be a string"),
-    (dict(domain="Not A Domain"), "kazoo:domain", "DNS domain"),
+    (dict(domain="Not A Domain"), "kazoo:domain", "DNS name"),
     (dict(sshPublicKeys=["hunter2"]), "kazoo:sshPublicKeys", "OpenSSH public key"),
     (dict(hetzner={"locations": ["fsn1", "ash"]}), "kazoo:hetzner.locations", "one network zone"),
     (dict(hetzner={"locations": ["mars1"]}), "kazoo:hetzner.locations", "unknown location"),
@@ -63,7 +64,7 @@ def test_bad_input_stops_before_any_resource(change, key, words):
         run_program(with_(**change))
     message = str(raised.value)
     assert "\n" not in message
-    assert message.startswith(key + ":"), message
+    assert message.startswith((key + ":", key + "[")), message
     assert words in message
 
 
@@ -84,12 +85,13 @@ def test_bad_input_registers_nothing(monkeypatch):
     assert [t for t in seen if t != "pulumi:pulumi:Stack"] == []
 
 
-def test_missing_signalwire_token_stops_with_a_clear_line():
+def test_the_retired_signalwire_token_is_named_with_what_to_do():
+    """FreeSWITCH now comes from the openkazoo repository: a stack that still sets the token is told so."""
     with pytest.raises(pulumi.RunError) as raised:
-        run_program(BASE, secrets={})
-    assert str(raised.value).startswith("kazoo:signalwireToken: media hosts need a SignalWire token")
-    # a stack that does not install FreeSWITCH itself needs none
-    run_program({**BASE, "kazoo:bootstrap": {"skip": ["freeswitch"]}}, secrets={})
+        run_program(BASE, secrets={"kazoo:signalwireToken": "pat_x"})
+    message = str(raised.value)
+    assert message.startswith("kazoo:signalwireToken: no longer used") and "pat_x" not in message
+    run_program(BASE, secrets={})  # and no token is needed
 
 
 def test_a_private_key_that_is_not_one_stops_without_echoing_it():
@@ -109,8 +111,7 @@ def test_defaults():
             "kazoo:cloud": "aws",
             "kazoo:domain": "voip.example.com",
             "kazoo:adminCidrs": '["203.0.113.0/24"]',
-            "kazoo:sshPublicKeys": '["ssh-ed25519 AAAA op@example.com"]',
-            "kazoo:signalwireToken": "pat",
+            "kazoo:sshPublicKeys": [KEY],
         }
     )
     assert settings.layout is Layout.SINGLE
@@ -130,9 +131,10 @@ def test_settings_error_is_one_line_for_several_problems():
 
 
 def test_a_source_given_in_part_keeps_its_defaults():
-    settings = load_settings({**with_(sources={"kazoo": {"version": "5.4.1*"},
+    settings = load_settings({**with_(sources={"kazoo": {"version": "4.4.0~4.4.20260921*"},
                                                "kamailioConfigs": {"sha256": "0" * 64}}), **TEST_SECRETS})
-    assert settings.sources.kazoo.version == "5.4.1*"
-    assert settings.sources.kazoo.repo.startswith("https://cloudpbx.github.io/")
-    assert settings.sources.kamailio_configs.url.endswith("ab1ffd33798646888d882b9e38c47c772194b116.tar.gz")
+    assert settings.sources.kazoo.version == "4.4.0~4.4.20260921*"
+    assert settings.sources.kazoo.repo == "https://cloudpbx.github.io/openkazoo-kazoo4-builder/debian"
+    assert settings.sources.kamailio_configs.url.endswith("/openkazoo/kamailio-configs/archive/"
+                                                          "70448ef0d18c1bb96c82294c0c1cf0f646617956.tar.gz")
     assert settings.sources.kamailio_configs.sha256 == "0" * 64

@@ -36,7 +36,7 @@ from core.plan import PlanError  # noqa: E402
 from tools.mock_engine import Result, run_program  # noqa: E402
 
 # Secret keys a stack holds encrypted (`secure:`) or not at all: the plan stands in placeholders.
-SECRET_KEYS = ("signalwireToken", "sshPrivateKey", "masterPassword")
+SECRET_KEYS = ("sshPrivateKey", "masterPassword")
 PLACEHOLDER_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\n<sshPrivateKey>\n-----END OPENSSH PRIVATE KEY-----\n"
 
 
@@ -48,7 +48,6 @@ def read_stack_file(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
         if isinstance(config[key], dict) and "secure" in config[key]:
             del config[key]
             secrets[key] = PLACEHOLDER_KEY if key.endswith(":sshPrivateKey") else f"<{key.split(':')[1]}>"
-    secrets.setdefault("kazoo:signalwireToken", "<signalwireToken>")
     return config, secrets
 
 
@@ -101,7 +100,7 @@ def plan_text(stack: str, settings: Settings, plan: Plan, result: Result, user_d
                       ["step", "runs on", "needs"])
 
     if user_data:
-        secrets = {k: f"<{k}>" for k in [*SECRETS, "signalwire_token"]}
+        secrets = {k: f"<{k}>" for k in SECRETS}
         for host in plan.hosts:
             ip = f"<public IP of {host.name}>" if host.stable_public_ip else None
             key = ("<orchestration public key>",) if settings.orchestrate and not settings.ssh_private_key else ()

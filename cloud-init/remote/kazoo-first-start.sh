@@ -10,7 +10,7 @@ prompts=${1:-/opt/kazoo/sounds/en/us}
 API=${COUCHDB_API:-http://127.0.0.1:15984}  # HAProxy in front of every CouchDB node
 
 # More than 20 databases means Kazoo has created its system databases (2600Hz's install guide).
-databases() { curl -fsS -u "kazoo:$COUCHDB_PASSWORD" "$API/_all_dbs" | tr ',' '\n' | grep -c '"' || true; }
+databases() { couch "$API/_all_dbs" | tr ',' '\n' | grep -c '"' || true; }
 for n in $(seq 1 "${WAIT_TRIES:-90}"); do
   count=$(databases)
   [ "${count:-0}" -gt 20 ] && break
@@ -18,10 +18,15 @@ for n in $(seq 1 "${WAIT_TRIES:-90}"); do
   log "waiting for Kazoo's system databases (${count:-0} so far)"; sleep "${WAIT_SECONDS:-10}"
 done
 
+# The openkazoo package ships no prompts (2600hz/kazoo-sounds is a separate tree): import them only
+# when they are there. import_prompts always exits 0: read its output.
 if [ -d "$prompts" ]; then
-  kz_sup_checked kazoo_media_maintenance import_prompts "$prompts"
+  out=$(kz_sup_checked kazoo_media_maintenance import_prompts "$prompts")
+  printf '%s\n' "$out"
+  [[ $out == *"errors encountered"* || $out == *"inaccessible"* ]] && die "import_prompts: $out"
 else
   log "no prompts at $prompts: not imported"
 fi
-kz_sup_checked kapps_maintenance refresh
+out=$(kz_sup_checked kapps_maintenance refresh)
+[[ $out == *"refresh failed"* ]] && die "kapps_maintenance refresh: $out"
 log "Kazoo first start done"

@@ -16,15 +16,17 @@ active() { systemctl is-active --quiet "$1"; }
 check nftables nft list table inet kazoo
 for role in "$@"; do
   case $role in
-    database) check couchdb curl -fsS -u "kazoo:$COUCHDB_PASSWORD" http://127.0.0.1:5984/_up ;;
+    database) check couchdb couch http://127.0.0.1:5984/_up ;;
     broker) check rabbitmq active rabbitmq-server ;;
     application)
       check haproxy active haproxy
+      check kazoo_apps active kazoo-applications
+      check ecallmgr active kazoo-ecallmgr
       check crossbar curl -sS -o /dev/null http://127.0.0.1:8000/v2/ ;;  # any HTTP answer
-    media)
-      check haproxy active haproxy
-      check freeswitch active freeswitch ;;
-    proxy) check kamailio active kamailio ;;
+    media) check freeswitch active freeswitch ;;
+    proxy)
+      check postgresql active postgresql
+      check kamailio active kamailio ;;
     *) echo "$role: unknown role" ;;
   esac
 done

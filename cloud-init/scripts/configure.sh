@@ -3,6 +3,7 @@
 # orchestration re-runs it after pushing a re-rendered /etc/kazoo-bootstrap/files tree.
 #   configure.sh            every file
 #   configure.sh firewall   only the nftables ruleset
+#   configure.sh files      every file, no restart (the services stay pending for the next full run)
 # A service whose files changed is marked pending until its restart succeeds, so a run that fails
 # half-way leaves the next run with the same restarts to do.
 set -euo pipefail
@@ -84,6 +85,11 @@ fi
 while IFS= read -r -d '' file; do
   install_file "$file"
 done < <(find "$FILES" -type f -print0 | sort -z)
+
+if [ "${1:-}" = files ]; then
+  ((units_changed == 0)) || systemctl daemon-reload
+  exit 0
+fi
 
 # FreeSWITCH keeps upstream's files; this host's values are applied to them (freeswitch-local.sh).
 if [ -d /etc/kazoo/freeswitch ] && [ -x "$BOOTSTRAP_DIR/freeswitch-local.sh" ]; then

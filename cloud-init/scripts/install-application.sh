@@ -1,24 +1,81 @@
 #!/bin/bash
-# Kazoo 5 (apps, crossbar, ecallmgr) from the community Debian 12 repository; optional Monster UI.
+# Kazoo 4.4 (the openkazoo community package: the release in /opt/kazoo on OTP 26 in
+# /usr/local/lib/erlang) run as two nodes, kazoo_apps and ecallmgr, by openkazoo/kazoo-configs 4.4's
+# units and wrappers; HAProxy in front of CouchDB; Monster UI when the stack names a build of it.
 set -euo pipefail
 # shellcheck source=lib.sh
 . /opt/kazoo-bootstrap/lib.sh
 load_env
-# Every CouchDB node behind 127.0.0.1:15984/15986.
-apt_install haproxy
-if ! skipped kazoo; then
-  add_apt_source openkazoo "$KAZOO_KEY" "$KAZOO_REPO" "$KAZOO_SUITE"
-  pin_version 'kazoo' "$KAZOO_VERSION" kazoo
-  apt_update
-  apt_install kazoo
-  ln -sf /opt/kazoo/bin/sup /usr/local/bin/sup 2>/dev/null || true
-else
+# Every CouchDB node behind 127.0.0.1:15984/15986. Debian's erlang-base for its epmd.socket: one
+# epmd per host on every address (the Kazoo nodes and mod_kazoo register with it).
+apt_install haproxy erlang-base
+systemctl enable --now epmd.socket >/dev/null 2>&1 || true
+
+if skipped kazoo; then
   log "kazoo skipped (bootstrap.skip)"
+else
+  # The service account before the files: config.ini and vm.args are root:kazoo 0640
+  # (kazoo-configs README: useradd -r -g daemon -d /opt/kazoo kazoo; here with a group of its own).
+  ensure_system_user kazoo /opt/kazoo
+  use_source erlang erlang
+  use_source kazoo kazoo
+  apt_install erlang kazoo
+  [ -x /opt/kazoo/bin/kazoo ] || die "the kazoo package has no /opt/kazoo/bin/kazoo"
+
+  # openkazoo/kazoo-configs 4.4: units, their wrappers (they call /usr/sbin/sup) and the relx
+  # configs; config.ini and the vm.args are this host's rendered files.
+  staging=$(mktemp -d)
+  fetch_archive kazoo_configs "$staging"
+  install -d -m 0755 /etc/kazoo
+  for config in kazoo_apps.config ecallmgr.config; do
+    install -m 0644 "$staging/etc/kazoo/$config" "/etc/kazoo/$config"
+  done
+  install -m 0644 "$staging"/etc/systemd/system/kazoo-*.service /etc/systemd/system/
+  install -m 0755 "$staging"/sbin/kazoo-* /usr/sbin/
+  [ -d /etc/logrotate.d ] && install -m 0644 "$staging/etc/logrotate.d/kazoo-core.conf" /etc/logrotate.d/
+  [ -d /etc/rsyslog.d ] && install -m 0644 "$staging/etc/rsyslog.d/90-kazoo-core.conf" /etc/rsyslog.d/
+  rm -rf "$staging"
+
+  # sup ships inside the release (lib/sup-<vsn>/priv/sup); the wrappers and our scripts call it by
+  # name. It reads the cookie from /etc/kazoo/config.ini.
+  sup=$(find /opt/kazoo/lib -path '*/sup-*/priv/sup' -type f | head -n1)
+  [ -n "$sup" ] || die "no sup in /opt/kazoo/lib"
+  ln -sf "$sup" /usr/sbin/sup
+
+  # Both units boot the release's kazoo.boot, which starts kazoo_media and its media proxy on 24517:
+  # the second node dies with eaddrinuse. Newer builds ship releases/0.0.0/kazoo_ecallmgr.boot
+  # without it (openkazoo-kazoo4-builder scripts/build-kazoo.sh); ecallmgr then runs from a view of
+  # the release whose kazoo.boot is that file (relx boots $REL_DIR/$REL_NAME.boot).
+  release=/opt/kazoo/releases/0.0.0
+  if [ -f "$release/kazoo_ecallmgr.boot" ]; then
+    view=/opt/kazoo-ecallmgr
+    rm -rf "$view" && install -d -m 0755 "$view/bin" "$view/releases/0.0.0"
+    cp -p /opt/kazoo/bin/kazoo "$view/bin/kazoo"
+    ln -s /opt/kazoo/lib "$view/lib"
+    for file in "$release"/*; do ln -s "$file" "$view/releases/0.0.0/${file##*/}"; done
+    for file in /opt/kazoo/releases/*; do
+      [ -f "$file" ] && ln -s "$file" "$view/releases/${file##*/}"
+    done
+    rm -f "$view/releases/0.0.0/kazoo.boot"
+    cp -p "$release/kazoo_ecallmgr.boot" "$view/releases/0.0.0/kazoo.boot"
+    printf 'KAZOO_BIN=%s/bin/kazoo\n' "$view" > /etc/kazoo/ecallmgr.env
+    log "ecallmgr boots $release/kazoo_ecallmgr.boot (through $view)"
+  else
+    rm -f /etc/kazoo/ecallmgr.env
+    log "WARNING: the kazoo package has no kazoo_ecallmgr.boot: ecallmgr boots kazoo.boot and its media proxy may collide with kazoo_apps' on 24517"
+  fi
+  chmod 0644 /etc/kazoo/ecallmgr.env 2>/dev/null || true
+  systemctl daemon-reload
+  systemctl enable kazoo-applications kazoo-ecallmgr >/dev/null 2>&1
 fi
+
 if [ -n "${MONSTER_UI_URL:-}" ]; then
   apt_install nginx
-  fetch_archive "$MONSTER_UI_URL" "$MONSTER_UI_SHA256" /var/www/monster-ui
+  fetch_archive monster_ui /var/www/monster-ui
   # The browser calls crossbar directly: point api.default at this host's public address.
-  sed -i -E "s#(default: )'[^']*'#\1'http://${PUBLIC_IP}:8000/v2/'#" /var/www/monster-ui/js/config.js
+  config=/var/www/monster-ui/js/config.js
+  [ -f "$config" ] || die "the Monster UI archive has no js/config.js"
+  sed -i -E "s#(default: )'[^']*'#\1'http://${PUBLIC_IP}:8000/v2/'#" "$config"
+  grep -q "default: 'http://${PUBLIC_IP}:8000/v2/'" "$config" || die "could not set api.default in $config"
   rm -f /etc/nginx/sites-enabled/default
 fi

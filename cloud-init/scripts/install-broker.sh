@@ -5,9 +5,14 @@ set -euo pipefail
 . /opt/kazoo-bootstrap/lib.sh
 load_env
 if skipped rabbitmq; then log "rabbitmq skipped (bootstrap.skip)"; exit 0; fi
-# The rendered rabbitmq.conf (default_user, never guest) must be there before the first start.
-"$BOOTSTRAP_DIR/configure.sh" >/dev/null
+# Debian's Erlang for RabbitMQ and its tools, whatever else the host has on PATH (see the unit's drop-in).
+export PATH=/usr/lib/erlang/bin:$PATH
+# The rendered rabbitmq.conf (default_user, never guest) and the unit's drop-in must be there before
+# the first start.
+"$BOOTSTRAP_DIR/configure.sh" files
 apt_install rabbitmq-server
+# A pre-baked image (or an earlier boot) started it before its files and drop-in were there.
+restart_if_pending rabbitmq-server
 # default_user applies to a node's first start only: on an image where RabbitMQ already ran, make
 # sure of the user all the same, and that guest is gone. The password goes on stdin, never on a
 # command line (visible in the process list).

@@ -1,5 +1,8 @@
 #!/bin/bash
-# CouchDB 3 from Apache's repository, clustered, with its data on the host's own volume.
+# CouchDB 3.5 from Apache's repository, clustered, with its data on the host's own volume.
+# Safe to re-run: every step checks before it acts and nothing CouchDB wrote is overwritten.
+# Sources (apache/couchdb-pkg main: debian/couchdb.config, couchdb.postinst, couchdb.templates;
+# apache/couchdb 3.5.2.post2: src/config/src/config.erl, config_app.erl).
 set -euo pipefail
 # shellcheck source=lib.sh
 . /opt/kazoo-bootstrap/lib.sh
@@ -31,23 +34,47 @@ uuid=$(blkid -s UUID -o value "$disk")
 grep -q "$uuid" /etc/fstab || echo "UUID=$uuid $DATA ext4 defaults,nofail 0 2" >> /etc/fstab
 mountpoint -q "$DATA" || mount "$DATA"
 
-add_apt_source couchdb "$COUCHDB_KEY" "$COUCHDB_REPO" "$COUCHDB_SUITE"
-pin_version 'couchdb' "$COUCHDB_VERSION" couchdb
-# Answer the package's questions: clustered node named after the FQDN, our cookie and admin.
-debconf-set-selections <<SEL
-couchdb couchdb/mode select clustered
-couchdb couchdb/mode seen true
-couchdb couchdb/nodename string couchdb@$FQDN
-couchdb couchdb/nodename seen true
-couchdb couchdb/cookie string $COUCHDB_COOKIE
-couchdb couchdb/cookie seen true
-couchdb couchdb/bindaddress string 0.0.0.0
-couchdb couchdb/bindaddress seen true
-couchdb couchdb/adminpass password $COUCHDB_PASSWORD
-couchdb couchdb/adminpass_again password $COUCHDB_PASSWORD
-SEL
-apt_update
+# Our configuration is in place before the package: its postinst starts CouchDB (debhelper), and that
+# first start must already find the admin, the cookie, the bind address and the data directory.
+# The account first, so the rendered files can be group couchdb (the postinst's adduser then finds
+# it and leaves it alone: `if ! getent passwd couchdb`).
+ensure_system_user couchdb /opt/couchdb
+"$BOOTSTRAP_DIR/configure.sh" files
+
+# CouchDB persists every runtime change (finish_cluster's admin/uuid/secret syncs, PUT
+# /_node/_local/_config, a generated uuid) to the LAST file of its ini chain: default.ini,
+# default.d/*.ini, local.ini, local.d/*.ini, each directory sorted (config_app.erl default/0,
+# config.erl get_write_file = lists:last, expand_dirs). That file must be readable and writable by
+# couchdb, or _cluster_setup's finish_cluster fails with 500 "Cluster setup unable to sync admin
+# passwords" (apache/couchdb#4022). It is created once, empty, and never rewritten: what CouchDB
+# wrote there stays. Its owner and mode are put right on every run (the content is not touched).
+RUNTIME_INI=/opt/couchdb/etc/local.d/zz-runtime.ini
+[ -d "${RUNTIME_INI%/*}" ] || install -d -m 0755 "${RUNTIME_INI%/*}"
+if [ ! -e "$RUNTIME_INI" ]; then
+  install -m 0640 -o couchdb -g couchdb /dev/null "$RUNTIME_INI"
+  printf '; Written by CouchDB at run time (the last file of its ini chain). Not managed by the bootstrap.\n' >>"$RUNTIME_INI"
+  log "created $RUNTIME_INI"
+fi
+chown couchdb:couchdb "$RUNTIME_INI"
+chmod 0640 "$RUNTIME_INI"
+
+# The databases (database_dir and view_index_dir in 10-kazoo.ini). A volume kept from an earlier
+# server may carry another uid: hand over what couchdb does not own, and nothing else.
+install -d -m 0750 -o couchdb -g couchdb "$DATA/data"
+find "$DATA/data" \( ! -user couchdb -o ! -group couchdb \) -exec chown -h couchdb:couchdb {} +
+
+# Mode "none": the package configures nothing and asks nothing (README.Debian: "suitable for
+# configuration via external tools"). Never "clustered"/"standalone": they need the cookie in debconf
+# (couchdb/cookie is a string, so it lands in /var/cache/debconf/config.dat, mode 0644) and, unseeded,
+# the config script's promptcookie loop cannot end under the noninteractive frontend (read from the
+# code of debian/couchdb.config, not seen in a run).
+echo 'couchdb couchdb/mode select none' | debconf-set-selections
+use_source couchdb couchdb
 apt_install couchdb
-install -d -o couchdb -g couchdb "$DATA/data"
-# Debian's unit binds epmd to loopback: a cluster needs it on the private network.
-sed -i 's/^ERL_EPMD_ADDRESS=/#ERL_EPMD_ADDRESS=/' /etc/default/couchdb 2>/dev/null || true
+
+# The package must not have put a file after ours in the chain (its postinst writes local.d/10-admins.ini
+# in the other modes, which sorts before zz-runtime.ini all the same). Byte order, as lists:sort.
+last=$(find /opt/couchdb/etc/local.d -maxdepth 1 -name '*.ini' -printf '%f\n' | LC_ALL=C sort | tail -n 1)
+[ "$last" = "${RUNTIME_INI##*/}" ] || die "the last ini file of CouchDB's chain is local.d/$last, not ${RUNTIME_INI##*/}"
+# The postinst hands /opt/couchdb/etc/* and local.d/* to couchdb:couchdb; the next configure.sh run
+# gives the rendered files back to root:couchdb (and restarts CouchDB once). The runtime file stays couchdb's.

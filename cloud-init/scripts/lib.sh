@@ -42,6 +42,16 @@ couch() {
   curl -fsS -K <(printf 'user = "kazoo:%s"\n' "$COUCHDB_PASSWORD") -H 'Content-Type: application/json' "$@" "$url"
 }
 
+# restart_if_pending SERVICE: restart a service whose files changed (configure.sh marks it pending)
+# now, for an install script that needs it running with them; the mark goes once it is up.
+restart_if_pending() {
+  local mark="$STATE_DIR/pending/$1"
+  [ -e "$mark" ] || return 0
+  systemctl restart "$1" || die "$1 did not start with its configuration"
+  rm -f "$mark"
+  log "restart $1"
+}
+
 # True when the stack's bootstrap.skip names this component.
 skipped() { [[ " ${KAZOO_SKIP:-} " == *" $1 "* ]]; }
 

@@ -19,6 +19,19 @@ from core.plan import Host, Plan
 from core.roles import ALL_ROLES, Role
 
 DEBIAN_OWNER = "136693071363"  # Debian's official AWS account
+# Elastic IPs per region an account gets by default (Service Quotas: ec2 L-0263D0A3).
+DEFAULT_EIP_QUOTA = 5
+
+
+def region_zones(region: str) -> list[str]:
+    """The region's first three availability zones that need no opt-in, as this account names them
+    (zone letters differ between regions and accounts: ap-northeast-1 has no 1b, for one)."""
+    found = aws.get_availability_zones(
+        region=region,
+        state="available",
+        filters=[aws.GetAvailabilityZonesFilterArgs(name="opt-in-status", values=["opt-in-not-required"])],
+    )
+    return sorted(found.names)[:3]
 DEBIAN_IMAGES = {"debian-12": "debian-12-amd64-*", "debian-13": "debian-13-amd64-*"}
 ROOT_VOLUME_GB = 40
 DATA_DEVICE = "/dev/sdf"
@@ -66,6 +79,13 @@ class AwsSeam(CloudSeam):
         return self._ami
 
     def network(self, plan: Plan, parent) -> NetworkRefs:
+        eips = sum(1 for h in plan.hosts if h.stable_public_ip)
+        if eips > DEFAULT_EIP_QUOTA:
+            pulumi.log.warn(
+                f"this stack holds {eips} Elastic IPs in {self.settings.aws.region}; an account's default quota is "
+                f"{DEFAULT_EIP_QUOTA} (with any the account holds already): raise it first (Service Quotas, "
+                "Amazon EC2, L-0263D0A3) or `pulumi up` stops at the first address over it"
+            )
         vpc = aws.ec2.Vpc(
             "vpc",
             cidr_block=plan.network_cidr,
@@ -203,6 +223,9 @@ class AwsSeam(CloudSeam):
                 # A change of user data would stop/start the instance and an AMI change replace it:
                 # config changes are pushed by the orchestration, a new AMI reaches new hosts only.
                 ignore_changes=["userData", "userDataBase64", "ami"],
+                # private_ip, subnet, zone and placement group force a new instance; created first,
+                # it would ask for the old one's private IP and data volume: AWS refuses both.
+                delete_before_replace=True,
             ),
         )
         ready: list[pulumi.Resource] = [instance]

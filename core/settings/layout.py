@@ -38,6 +38,18 @@ DEFAULT_SIZES = {
         Role.PROXY: "c6i.large",
     },
 }
+# Hetzner sells its shared cost-optimised (cx*) and Arm (cax*) types in the EU locations only
+# (fsn1, nbg1, hel1: Hetzner's server type pages; the API's /datacenters lists what each location
+# sells and has the last word). Elsewhere the defaults are dedicated-vCPU types, sold everywhere.
+HETZNER_EU_ONLY = ("cx", "cax")
+HETZNER_SIZES_OUTSIDE_EU = {
+    "combined": "ccx33",
+    Role.DATABASE: "ccx23",
+    Role.BROKER: "ccx13",
+    Role.APPLICATION: "ccx23",
+    Role.MEDIA: "ccx13",
+    Role.PROXY: "ccx13",
+}
 DEFAULT_COUNTS = {Role.DATABASE: 3, Role.BROKER: 2, Role.APPLICATION: 2, Role.MEDIA: 2, Role.PROXY: 2}
 COUCHDB_QUORUM = 3
 # The images the bootstrap is written for. Kazoo 4.4's packages are built for Debian 12 only; a

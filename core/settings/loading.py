@@ -32,10 +32,10 @@ def _decode(value: Any) -> Any:
 
 def _format_error(err: ValidationError) -> str:
     first = err.errors()[0]
-    loc = ".".join(str(part) for part in first["loc"])
+    loc = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in first["loc"]).lstrip(".")
     key = f"{NAMESPACE}:{loc}" if loc else NAMESPACE
     kind = first["type"]
-    secret = loc.split(".")[0] in SECRET_KEYS
+    secret = str(first["loc"][0]) in SECRET_KEYS if first["loc"] else False
     if kind == "extra_forbidden":
         message = "unknown key"
     elif kind == "missing":

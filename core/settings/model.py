@@ -12,6 +12,8 @@ from core.settings.base import NAMESPACE, Cloud, Component, Layout, Model, Setti
 from core.settings.layout import (
     COUCHDB_QUORUM,
     DEFAULT_SIZES,
+    HETZNER_EU_ONLY,
+    HETZNER_SIZES_OUTSIDE_EU,
     AwsSettings,
     HetznerSettings,
     NetworkSettings,
@@ -44,6 +46,12 @@ class SshSettings(Model):
         default=None, description="host, host:port or [v6]:port to jump through; hosts are then reached on their private IP"
     )
     bastion_user: Word = "ops"
+    bastion_host_key: Optional[SshPublicKey] = Field(
+        default=None, description="the bastion's SSH host key (an OpenSSH public key line), pinned like the hosts'"
+    )
+    bastion_cidr: Optional[Cidr] = Field(
+        default=None, description="where the bastion's SSH to the hosts comes from; default: the bastion's IP"
+    )
     dial_error_limit: StrictInt = Field(default=40, description="SSH dial attempts (15 s each) per step")
 
     @field_validator("bastion")
@@ -60,9 +68,36 @@ class SshSettings(Model):
             raise ValueError(f"must be between 1 and 240 (got {value}); unbounded dials hang `pulumi up`")
         return value
 
+    @model_validator(mode="after")
+    def _bastion_source(self) -> "SshSettings":
+        if self.bastion and self.bastion_cidr is None and not _is_ip(self.bastion_address[0]):
+            raise SettingsError(
+                f"{NAMESPACE}:ssh.bastionCidr: needed when ssh.bastion is a name ({self.bastion_address[0]}): "
+                "the address the hosts see the bastion's SSH come from, for their firewalls"
+            )
+        return self
+
     @property
     def bastion_address(self) -> Optional[tuple[str, int]]:
         return parse_bastion(self.bastion) if self.bastion else None
+
+    @property
+    def bastion_source(self) -> Optional[str]:
+        """The CIDR the hosts accept the bastion's SSH from (None without a bastion)."""
+        if not self.bastion:
+            return None
+        if self.bastion_cidr:
+            return self.bastion_cidr
+        address = ipaddress.ip_address(self.bastion_address[0])
+        return f"{address}/{address.max_prefixlen}"
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return False
 
 
 def parse_bastion(value: str) -> tuple[str, int]:
@@ -203,6 +238,14 @@ class Settings(Model):
                 f"{NAMESPACE}:roles.database.n: {db.n} copies need {db.n} database nodes "
                 f"(the {self.layout.value} layout has {self.database_count})"
             )
+        if self.cloud is Cloud.HETZNER and self.hetzner.network_zone != "eu-central":
+            for key, size in [("combinedSize", self.combined_size)] + [
+                    (f"roles.{r.value}.size", self.roles.of(r).size) for r in Role]:
+                if size and size.startswith(HETZNER_EU_ONLY) and not size.startswith("ccx"):
+                    raise SettingsError(
+                        f"{NAMESPACE}:{key}: {size} is sold in Hetzner's EU locations only, not in "
+                        f"{', '.join(self.hetzner.locations)} (use ccx* or cpx* there)"
+                    )
         for image_key, image in self.images_in_use():
             if self.cloud is Cloud.HETZNER and image.startswith("ami-"):
                 raise SettingsError(f"{NAMESPACE}:{image_key}: {image} is an AWS AMI, not a Hetzner image")
@@ -279,9 +322,12 @@ class Settings(Model):
 
     def size_of(self, role: Optional[Role]) -> str:
         """Size of a host of `role`, or of a combined host when role is None."""
+        defaults = DEFAULT_SIZES[self.cloud.value]
+        if self.cloud is Cloud.HETZNER and self.hetzner.network_zone != "eu-central":
+            defaults = HETZNER_SIZES_OUTSIDE_EU
         if role is None:
-            return self.combined_size or DEFAULT_SIZES[self.cloud.value]["combined"]
-        return self.roles.of(role).size or DEFAULT_SIZES[self.cloud.value][role]
+            return self.combined_size or defaults["combined"]
+        return self.roles.of(role).size or defaults[role]
 
     @property
     def zones(self) -> list[str]:

@@ -1,0 +1,202 @@
+"""Hostile and careless stack files: each is refused with one line naming the key, before any resource
+is registered, or accepted and rendered safely. Never a traceback, never a secret echoed.
+
+The corpus covers what a probe of the program found (issue 11): shell and config syntax in values
+that reach root shells (host.env is sourced as root) and configuration files, over-wide trust
+(carriers, admins), addresses in the wrong ranges, duplicates that would collide in the plan or in
+resource names, names that are not names, unsupported images, and malformed keys.
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pytest
+
+from core.bootstrap import HostContext, render_template
+from core.plan import plan_hosts
+from core.settings import load_settings
+from harness import STACKS, RecordingMonitor, config_from_stack_file, run_program
+
+HETZNER = config_from_stack_file(STACKS / "Pulumi.hetzner-maximal.yaml")
+AWS = config_from_stack_file(STACKS / "Pulumi.aws-maximal.yaml")
+KEY = HETZNER["kazoo:sshPublicKeys"][0]
+PWNED = "$(touch /tmp/pwned)"
+
+# (base, changes, the key the one line must name)
+REFUSED = [
+    # values that would reach a root shell, a config file or a command line
+    (HETZNER, {"sources": {"kazoo": {"repo": f"https://m/{PWNED}"}}}, "kazoo:sources.kazoo"),
+    (HETZNER, {"sources": {"couchdb": {"repo": "https://mirror.example.com/x;reboot"}}}, "kazoo:sources.couchdb"),
+    (HETZNER, {"sources": {"couchdb": {"key": "https://example.com/k`id`.asc"}}}, "kazoo:sources.couchdb.key"),
+    (HETZNER, {"sources": {"erlang": {"version": "26'; rm -rf /; '"}}}, "kazoo:sources.erlang.version"),
+    (HETZNER, {"sources": {"kamailio": {"version": "5.8 8"}}}, "kazoo:sources.kamailio.version"),
+    (HETZNER, {"sources": {"freeswitch": {"suite": "bookworm main contrib"}}}, "kazoo:sources.freeswitch.suite"),
+    (HETZNER, {"sources": {"freeswitch": {"suite": "Bookworm"}}}, "kazoo:sources.freeswitch.suite"),
+    (HETZNER, {"sources": {"monsterUi": {"url": "https://example.com/m.tgz?a=1&b=2"}}}, "kazoo:sources.monsterUi.url"),
+    (HETZNER, {"sources": {"monsterUi": {"url": "ftp://example.com/m.tgz"}}}, "kazoo:sources.monsterUi.url"),
+    (HETZNER, {"sources": {"kamailioConfigs": {"url": "https://example.com/a b.tgz"}}}, "kazoo:sources.kamailioConfigs.url"),
+    (HETZNER, {"sources": {"kamailioConfigs": {"url": "https://example.com:99999/a.tgz"}}}, "kazoo:sources.kamailioConfigs.url"),
+    (HETZNER, {"sources": {"kazooConfigs": {"sha256": "ABC"}}}, "kazoo:sources.kazooConfigs.sha256"),
+    (HETZNER, {"sources": {"kazooConfigs": {"url": "https://bücher.example/a.tgz"}}}, "kazoo:sources.kazooConfigs.url"),
+    (HETZNER, {"sources": {"kazoo": {"repo": "https://example.com/debian", "key": None}}}, "kazoo:sources.kazoo"),
+    (HETZNER, {"sources": {"nodejs": {"repo": "https://example.com"}}}, "kazoo:sources.nodejs"),
+    # names
+    (HETZNER, {"domain": "x{a,b}.example.com"}, "kazoo:domain"),
+    (HETZNER, {"domain": "bücher.example.com"}, "kazoo:domain"),
+    (HETZNER, {"domain": "voip example.com"}, "kazoo:domain"),
+    (HETZNER, {"domain": "localhost"}, "kazoo:domain"),
+    (HETZNER, {"domain": "-bad.example.com"}, "kazoo:domain"),
+    (HETZNER, {"domain": ("a" * 64) + ".example.com"}, "kazoo:domain"),
+    (HETZNER, {"domain": ".".join(["abcdefghij"] * 25)}, "kazoo:domain"),
+    (HETZNER, {"domain": "example.123"}, "kazoo:domain"),
+    (HETZNER, {"domain": 42}, "kazoo:domain"),
+    (HETZNER, {"masterAccount": {"realm": "x{a,b}"}}, "kazoo:masterAccount.realm"),
+    (HETZNER, {"masterAccount": {"realm": "my realm.example.com"}}, "kazoo:masterAccount.realm"),
+    (HETZNER, {"masterAccount": {"name": "master; reboot"}}, "kazoo:masterAccount.name"),
+    (HETZNER, {"masterAccount": {"user": "-rf"}}, "kazoo:masterAccount.user"),
+    (HETZNER, {"masterAccount": {"name": ""}}, "kazoo:masterAccount.name"),
+    (HETZNER, {"roles": {"media": {"size": "ccx13; reboot"}}}, "kazoo:roles.media.size"),
+    (HETZNER, {"combinedSize": "CX43"}, "kazoo:combinedSize"),
+    (AWS, {"aws": {"region": "eu-central-1; x"}}, "kazoo:aws.region"),
+    (AWS, {"aws": {"region": "mars-north-1", "zones": ["eu-central-1a"]}}, "kazoo:aws"),
+    (AWS, {"aws": {"zones": ["eu-central-1a", "eu-central-1a"]}}, "kazoo:aws"),
+    (AWS, {"aws": {"zones": ["eu-central-1a", "us-east-1b"]}}, "kazoo:aws"),
+    (AWS, {"aws": {"zones": []}}, "kazoo:aws.zones"),
+    (HETZNER, {"hetzner": {"locations": ["fsn1", "fsn1"]}}, "kazoo:hetzner.locations"),
+    (HETZNER, {"hetzner": {"locations": ["fsn1; x"]}}, "kazoo:hetzner.locations"),
+    # images
+    (HETZNER, {"image": "ubuntu-24.04"}, "kazoo:image"),
+    (HETZNER, {"image": "debian-13"}, "kazoo:image"),
+    (AWS, {"image": "ami-$(id)"}, "kazoo:image"),
+    (HETZNER, {"roles": {"media": {"image": "debian-13"}}}, "kazoo:roles.media.image"),
+    (HETZNER, {"roles": {"proxy": {"image": "debian-13"}}}, "kazoo:sources.kamailio.repo"),
+    # trust that is too wide
+    (HETZNER, {"carrierCidrs": ["0.0.0.0/0"]}, "kazoo:carrierCidrs"),
+    (HETZNER, {"carrierCidrs": ["10.0.0.0/8"]}, "kazoo:carrierCidrs"),
+    (HETZNER, {"carrierCidrs": ["2001:db8::/16"]}, "kazoo:carrierCidrs"),
+    (HETZNER, {"adminCidrs": ["0.0.0.0/1", "128.0.0.0/1"]}, "kazoo:adminCidrs"),
+    (HETZNER, {"adminCidrs": ["::/0"]}, "kazoo:adminCidrs"),
+    (HETZNER, {"adminCidrs": ["203.0.113.0/24", "203.0.113.0/24"]}, "kazoo:adminCidrs"),
+    (HETZNER, {"carrierCidrs": ["192.0.2.0/28", "192.0.2.0/28"]}, "kazoo:carrierCidrs"),
+    (HETZNER, {"sipCidrs": []}, "kazoo:sipCidrs"),
+    (HETZNER, {"adminCidrs": ["203.0.113.5/24"]}, "kazoo:adminCidrs"),
+    # networks in the wrong ranges
+    (HETZNER, {"network": {"cidr": "127.0.0.0/16"}}, "kazoo:network.cidr"),
+    (HETZNER, {"network": {"cidr": "169.254.0.0/16"}}, "kazoo:network.cidr"),
+    (HETZNER, {"network": {"cidr": "100.64.0.0/16"}}, "kazoo:network.cidr"),
+    (HETZNER, {"network": {"cidr": "fd00::/48"}}, "kazoo:network.cidr"),
+    # connections
+    (HETZNER, {"ssh": {"bastion": "bastion.example.com:abc"}}, "kazoo:ssh.bastion"),
+    (HETZNER, {"ssh": {"bastion": "bastion.example.com:0"}}, "kazoo:ssh.bastion"),
+    (HETZNER, {"ssh": {"bastion": "bastion.example.com:65536"}}, "kazoo:ssh.bastion"),
+    (HETZNER, {"ssh": {"bastion": "2001:db8::1:22"}}, "kazoo:ssh.bastion"),
+    (HETZNER, {"ssh": {"bastion": "[203.0.113.1]:22"}}, "kazoo:ssh.bastion"),
+    (HETZNER, {"ssh": {"bastion": "host$(id)"}}, "kazoo:ssh.bastion"),
+    (HETZNER, {"ssh": {"bastionUser": "ops; id"}}, "kazoo:ssh.bastionUser"),
+    # keys
+    (HETZNER, {"sshPublicKeys": ["ssh-ed25519 AAAA op@example.com"]}, "kazoo:sshPublicKeys[0]"),
+    (HETZNER, {"sshPublicKeys": ["ssh-dss AAAAB3NzaC1kc3MAAACBAP op@example.com"]}, "kazoo:sshPublicKeys[0]"),
+    (HETZNER, {"sshPublicKeys": [KEY + "\nssh-ed25519 AAAA evil"]}, "kazoo:sshPublicKeys[0]"),
+    (HETZNER, {"sshPublicKeys": [KEY.replace("ssh-ed25519", "ssh-rsa", 1)]}, "kazoo:sshPublicKeys[0]"),
+    (HETZNER, {"sshPublicKeys": []}, "kazoo:sshPublicKeys"),
+    # structure
+    (HETZNER, {"roles": "many"}, "kazoo:roles"),
+    (HETZNER, {"roles": {"media": {"count": 10**9}}}, "kazoo:roles.media.count"),
+    (HETZNER, {"roles": {"media": {"count": True}}}, "kazoo:roles.media.count"),
+    (HETZNER, {"bootstrap": {"skip": ["nginx"]}}, "kazoo:bootstrap.skip[0]"),
+    (HETZNER, {"sip": {"tls": "yes"}}, "kazoo:sip.tls"),
+]
+
+
+def run_refused(base: dict, changes: dict, secrets: dict | None = None) -> str:
+    config = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(config.get(f"kazoo:{key}"), dict):
+            merged = dict(config[f"kazoo:{key}"])
+            for k, v in value.items():
+                merged[k] = {**merged.get(k, {}), **v} if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+            config[f"kazoo:{key}"] = merged
+        else:
+            config[f"kazoo:{key}"] = value
+    with pytest.raises(pulumi.RunError) as raised:
+        run_program(config, secrets=secrets or {})
+    return str(raised.value)
+
+
+def test_the_corpus_is_large_enough():
+    assert len(REFUSED) >= 60
+
+
+@pytest.mark.parametrize("base,changes,key", REFUSED, ids=[f"{i}:{k}" for i, (_, _, k) in enumerate(REFUSED)])
+def test_refused_with_one_line_naming_the_key(base, changes, key, monkeypatch):
+    registered = []
+    original = RecordingMonitor.RegisterResource
+    monkeypatch.setattr(RecordingMonitor, "RegisterResource",
+                        lambda self, request: (registered.append(request.type), original(self, request))[1])
+    message = run_refused(base, changes)
+    assert "\n" not in message and "Traceback" not in message, message
+    assert message.startswith(key), message
+    assert message[len(key)] in ":[.", message
+    assert [t for t in registered if t != "pulumi:pulumi:Stack"] == []  # refused before any resource
+
+
+SECRET_VALUE = "12345678901234"
+
+
+@pytest.mark.parametrize("secrets,key", [
+    ({"kazoo:masterPassword": "short"}, "kazoo:masterPassword"),
+    ({"kazoo:masterPassword": SECRET_VALUE + "\x07bell"}, "kazoo:masterPassword"),
+    ({"kazoo:sshPrivateKey": SECRET_VALUE}, "kazoo:sshPrivateKey"),
+    ({"kazoo:sshPrivateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\n" + SECRET_VALUE + "\n-----END OPENSSH PRIVATE KEY-----\n"},
+     "kazoo:sshPrivateKey"),
+])
+def test_an_error_about_a_secret_never_shows_it(secrets, key):
+    message = run_refused(HETZNER, {}, secrets)
+    assert message.startswith(key) and SECRET_VALUE not in message and "short" not in message, message
+
+
+# ----- accepted, and rendered safely --------------------------------------------------------------
+
+ACCEPTED = [
+    {"ssh": {"bastion": "[2001:db8::10]:2222"}},
+    {"ssh": {"bastion": "203.0.113.10"}},
+    {"sources": {"kamailio": {"repo": "http://10.0.0.5:8080/debian", "key": "http://10.0.0.5:8080/key.gpg"}}},
+    {"masterAccount": {"name": "Reseller-1", "realm": "sip.reseller.example.com", "user": "admin.ops"}},
+    {"carrierCidrs": ["192.0.2.0/24", "2001:db8:1::/48"]},
+    {"adminCidrs": ["0.0.0.0/1"]},
+]
+
+
+@pytest.mark.parametrize("changes", ACCEPTED)
+def test_accepted_and_quoted_in_host_env(changes):
+    config = dict(HETZNER)
+    for key, value in changes.items():
+        config[f"kazoo:{key}"] = value
+    settings = load_settings(config)
+    plan = plan_hosts(settings)
+    env = render_template("host.env.j2", HostContext(plan.hosts[0], plan, settings, "198.51.100.7", {}))
+    for line in env.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.partition("=")
+            assert name.isidentifier(), line
+            # every value is one shell word, single-quoted or made of characters that need no quotes
+            assert (value.startswith("'") and value.endswith("'") and value.count("'") == 2) or \
+                all(c.isalnum() or c in "@%+=:,./_-" for c in value), line
+
+
+def test_ipv6_carriers_never_share_a_step_or_acl_name():
+    """`1::2/128` and `1:2::/128` once became the same ACL and step name (a duplicate URN)."""
+    from core.orchestration import acl_name
+
+    cidrs = ["1::2/128", "1:2::/128", "2001:db8::/48", "2001:db8:0:1::/64", "192.0.2.0/28", "192.0.2.16/28"]
+    names = {acl_name("carrier", c) for c in cidrs}
+    assert len(names) == len(cidrs)
+    assert acl_name("carrier", "192.0.2.0/28") == "carrier-192-0-2-0-28"  # IPv4 names unchanged
+
+
+def test_hetzner_outside_the_eu_gets_types_sold_there():
+    settings = load_settings({**HETZNER, "kazoo:hetzner": {"locations": ["ash"]}})
+    from core.roles import ALL_ROLES
+    assert all(not settings.size_of(r).startswith(("cx", "cax")) for r in [None, *ALL_ROLES])
+    message = run_refused(HETZNER, {"hetzner": {"locations": ["sin"]}, "roles": {"media": {"size": "cx33"}}})
+    assert message.startswith("kazoo:roles.media.size: cx33 is sold in Hetzner's EU locations only")

@@ -1,0 +1,118 @@
+"""Kamailio parses every proxy's rendered configuration on the REAL openkazoo/kamailio-configs tree at
+the pinned commit (from the upstream mirror), with the nearest Kamailio >= 5.8 this machine can
+install: Debian 13's 6.0.1 with its kazoo and postgres modules, in the Debian 13 root the boot test
+uses (tests/nspawn.py). No hand-written include harness: kamailio.cfg, defs.cfg, default.cfg and every
+role file are upstream's; only local.cfg is ours, as on a host.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import nspawn
+import upstream
+from core.bootstrap import HostContext, rendered_files
+from core.kamailio import LISTENER_NAMES
+from core.plan import plan_hosts
+from core.roles import Role
+from core.settings import load_settings
+from harness import stack_config
+
+STACKS = [f"{c}-{l}" for c in ("hetzner", "aws") for l in ("single", "dual", "maximal")]
+SECRETS = {"rabbitmq_password": "rabbit0123456789abcdefghijklmnop", "kamailio_db_password": "kdb0123456789abcdefghij",
+           "erlang_cookie": "E" * 48, "couchdb_cookie": "C" * 48, "couchdb_password": "couch0123456789abcdefghijklmnopq"}
+PUBLIC_IP = "198.51.100.7"
+
+pytestmark = pytest.mark.skipif(nspawn.tools_available() is not None, reason=str(nspawn.tools_available()))
+
+
+@pytest.fixture(scope="module")
+def trixie() -> Path:
+    return nspawn.debian_root("trixie")
+
+
+def proxy_configs(stack: str, overrides: dict | None = None):
+    settings = load_settings(stack_config(stack, overrides))
+    plan = plan_hosts(settings)
+    for host in plan.with_role(Role.PROXY):
+        files = rendered_files(HostContext(host, plan, settings, PUBLIC_IP, SECRETS))
+        yield host, files["/etc/kazoo/kamailio/local.cfg"][0]
+
+
+def kamailio_check(root: Path, local_cfg: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    """`kamailio -c` of the real tree with `local_cfg`, inside the Debian 13 root (bind-mounted copy)."""
+    tree = tmp_path / "kamailio"
+    shutil.copytree(upstream.tree("kamailio_configs") / "kamailio", tree)
+    (tree / "local.cfg").write_text(local_cfg)
+    (tree / "db").mkdir()
+    script = (
+        f"mount --bind {tree} {root}/mnt && "
+        # -M 32: the tree does not parse in Kamailio's default 8 MB of private memory
+        f"exec chroot {root} kamailio -c -M 32 -m 64 -f /mnt/kamailio.cfg"
+    )
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_proxy_config_parses_on_the_real_tree(trixie, stack, tmp_path):
+    for host, local_cfg in proxy_configs(stack):
+        run = kamailio_check(trixie, local_cfg, tmp_path / host.name)
+        out = run.stdout + run.stderr
+        assert run.returncode == 0, f"{stack}/{host.name}: {out[-3000:]}"
+        listening = out[out.find("Listening on"):]
+        if stack.startswith("hetzner"):
+            # phones on the public address, FreeSWITCH on the private one
+            assert f"udp: {PUBLIC_IP}:5060" in listening and f"udp: {host.private_ip}:5060" in listening, listening
+        else:
+            assert f"udp: {host.private_ip}:5060 advertise udp:{PUBLIC_IP}:5060" in listening, listening
+
+
+def test_tls_websockets_and_antiflood_roles_find_their_listeners(trixie, tmp_path):
+    """tls-role.cfg listens on TLS_SIP/TLS_ALG_SIP, websockets-role.cfg on TCP_WS/TLS_WSS: names
+    local.cfg must define (the last review found them undefined)."""
+    overrides = {"sip": {"tls": True, "websockets": True, "antiflood": True}}
+    host, local_cfg = next(proxy_configs("aws-maximal", overrides))
+    assert "#!trydef ANTIFLOOD_ROLE" in local_cfg and "#!trydef TLS_ROLE" in local_cfg
+    run = kamailio_check(trixie, local_cfg, tmp_path)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-3000:]
+    for proto, port in (("tls", 5061), ("tls", 7001), ("tcp", 5064), ("tls", 5065)):
+        assert f"{proto}: {host.private_ip}:{port} advertise {proto}:{PUBLIC_IP}:{port}" in out, out[-2000:]
+
+
+def test_antiflood_can_be_switched_off():
+    _, local_cfg = next(proxy_configs("aws-maximal", {"sip": {"antiflood": False}}))
+    assert "ANTIFLOOD_ROLE" not in local_cfg
+
+
+def test_every_listener_name_the_tree_uses_is_defined():
+    """Every `listen=NAME` in the tree's role files names a listener local.cfg defines."""
+    tree = upstream.tree("kamailio_configs") / "kamailio"
+    used = {m for f in tree.glob("*.cfg") if f.name != "local.cfg"
+            for m in re.findall(r"^listen=([A-Z_]+)\s*$", f.read_text(), re.M)}
+    assert used and used <= set(LISTENER_NAMES), used - set(LISTENER_NAMES)
+
+
+def test_the_check_fails_on_a_broken_config(trixie, tmp_path):
+    """The check has teeth: an AMQP URL the kazoo module cannot parse, or a listener on a name no
+    substdef defines, fails `kamailio -c`."""
+    _, local_cfg = next(proxy_configs("aws-maximal"))
+    broken_url = kamailio_check(trixie, local_cfg.replace("amqp://kazoo:", "amqp:/kazoo:", 1), tmp_path / "url")
+    assert broken_url.returncode != 0
+    broken_listener = kamailio_check(trixie, local_cfg + "listen=NO_SUCH_LISTENER\n", tmp_path / "listener")
+    assert broken_listener.returncode != 0
+
+
+def test_the_amqp_urls_carry_every_broker_under_the_trees_names():
+    """defs-amqp.cfg reads MY_AMQP_URL, MY_AMQP_SECONDARY_URL, ... (not MY_AMQP_URL_2 or similar)."""
+    tree_names = set(re.findall(r"#!ifndef (MY_AMQP_\w*URL)", (upstream.tree("kamailio_configs") /
+                                                                 "kamailio/defs-amqp.cfg").read_text()))
+    _, local_cfg = next(proxy_configs("aws-maximal"))
+    ours = set(re.findall(r'#!substdef "!(MY_AMQP_\w*URL)!', local_cfg))
+    assert ours == {"MY_AMQP_URL", "MY_AMQP_SECONDARY_URL"} and ours <= tree_names
