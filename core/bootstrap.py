@@ -180,13 +180,34 @@ def file_specs(ctx: HostContext) -> list[tuple[str, str, str]]:
 def rendered_files(ctx: HostContext) -> dict[str, tuple[str, str]]:
     """The configuration files of one host: {path on the host: (content, mode)}."""
     values = template_values(ctx)
-    return {path: (render_template(template, ctx, path=path, **values), mode) for template, path, mode in file_specs(ctx)}
+    return {path: (compact(render_template(template, ctx, path=path, **values)), mode)
+            for template, path, mode in file_specs(ctx)}
+
+
+def compact(text: str) -> str:
+    """`text` without its comment lines (`#`, `;`) and runs of blank lines, its first line kept.
+
+    A host carrying every role gets all the scripts and files in its user-data, and AWS takes 16 KB
+    of it (gzipped): the comments, which stay in this repository, do not travel. `#!` lines are
+    kept (shebangs, Kamailio's preprocessor). The tests run the real tools (bash -n, shellcheck,
+    nft, haproxy, kamailio, cloud-init) on what hosts get."""
+    lines = text.splitlines()
+    kept = lines[:1]
+    for line in lines[1:]:
+        bare = line.strip()
+        if (bare.startswith("#") and not bare.startswith("#!")) or bare.startswith(";"):
+            continue
+        if not bare and (not kept or not kept[-1].strip()):
+            continue
+        kept.append(line)
+    return "\n".join(kept) + ("\n" if text.endswith("\n") else "")
 
 
 @functools.lru_cache(maxsize=None)
 def cloud_init_file(relative: str) -> str:
-    """A file of cloud-init/, read once per run: every host's user-data, bundle and digest use them."""
-    return (CLOUD_INIT_DIR / relative).read_text()
+    """A file of cloud-init/ as hosts get it (compacted), read once per run: every host's user-data,
+    bundle and digest use them."""
+    return compact((CLOUD_INIT_DIR / relative).read_text())
 
 
 def script_files(host: Host) -> dict[str, str]:

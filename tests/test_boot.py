@@ -29,7 +29,7 @@ import pytest
 
 import nspawn
 import upstream
-from core.bootstrap import CLOUD_INIT_DIR, HostContext, config_bundle, render_template, render_user_data
+from core.bootstrap import CLOUD_INIT_DIR, HostContext, config_bundle, render_user_data
 from core.kamailio import kamailio_plan
 from core.plan import Plan, plan_hosts
 from core.roles import Role
@@ -198,8 +198,16 @@ def test_identity_is_as_planned(clouds, key, name):
     planned = cloud.plan.host(name)
     assert host.exec("hostname", "-f").stdout.strip() == planned.fqdn
     assert host.exec("hostname").stdout.strip() in (planned.name, planned.fqdn)
-    expected = render_template("hosts.j2", HostContext(planned, cloud.plan, cloud.settings, None, SECRETS))
-    assert host.exec("cat", "/etc/hosts").stdout == expected
+    # /etc/hosts: every host of the plan by private IP (peers resolve without DNS), read back as the
+    # resolver reads it, not compared with the template that wrote it
+    entries = [line.split() for line in host.exec("cat", "/etc/hosts").stdout.splitlines()
+               if line.strip() and not line.startswith("#")]
+    assert ["127.0.0.1", "localhost"] in entries
+    assert sorted(e for e in entries if e[0].startswith("10.")) == sorted(
+        [h.private_ip, h.fqdn, h.name] for h in cloud.plan.hosts)
+    for peer in cloud.plan.hosts:
+        resolved = host.exec("getent", "hosts", peer.fqdn).stdout.split()
+        assert resolved[:2] == [peer.private_ip, peer.fqdn], peer.name
     assert host.exec("date", "+%Z").stdout.strip() == "UTC"
     # the bootstrap reads the planned private IP on eth0, set up from outside
     assert f"inet {planned.private_ip}/" in host.exec("ip", "-4", "-o", "addr", "show", "eth0").stdout
@@ -376,15 +384,17 @@ def test_a_source_outside_sip_cidrs_gets_nothing(clouds):
 
 def test_a_flood_from_one_source_is_cut_off_while_another_still_gets_through(clouds):
     """kamailio-configs' antiflood role: pike allows 50 requests per 2 s per source (defaults in
-    antiflood-role.cfg), then drops the source's requests until the rate falls."""
+    antiflood-role.cfg) and drops the source's requests while it floods; other sources go on."""
     cloud, host, _ = proxy(clouds)
     address = cloud.public_ips["proxy1"]
-    sent, answered = cloud.sip(cloud.ns("phone"), address, count=400, seconds=1)
-    assert sent == 400 and answered < 200, answered
+    flood = subprocess.Popen(["ip", "netns", "exec", cloud.ns("phone"), sys.executable, str(TOOLS / "sip_flood.py"),
+                              address, "5060", "1000", "5"], stdout=subprocess.PIPE, text=True)
+    time.sleep(2.5)  # well into the flood
     assert cloud.sip(cloud.ns("phone2"), address) == (1, 1)  # another source is not affected
-    assert cloud.sip(cloud.ns("phone"), address) == (1, 0)  # the flooder still is
-    journal = host.exec("journalctl", "--no-pager", "-b", "-t", "kamailio").stdout + \
-        host.exec("journalctl", "--no-pager", "-b", "-u", "kamailio").stdout
+    sent, answered = map(int, flood.communicate(timeout=60)[0].split())
+    print(f"\nflood: {sent} OPTIONS in 5 s from one source, {answered} answered")
+    assert sent == 1000 and answered < 300, answered  # without antiflood every one is answered
+    journal = host.exec("journalctl", "--no-pager", "-b").stdout
     assert "due to rate of requests" in journal
 
 

@@ -318,17 +318,19 @@ def requests(host: FakeHost) -> list[dict]:
 
 
 def posts(entries: list[dict]) -> list[tuple]:
-    return [(e["action"], e.get("host")) for e in entries
-            if e["method"] == "POST" and e["path"] == "/_cluster_setup" and e["action"] != "receive_cookie"]
+    """The _cluster_setup actions posted to a node (not the receive_cookie that add_node sends on)."""
+    return [(e.get("action"), e.get("host")) for e in entries
+            if e["method"] == "POST" and e["path"] == "/_cluster_setup" and e.get("action") != "receive_cookie"]
 
 
 class Cluster:
     """The database nodes of aws-maximal (grown to `count`) on one fake host: db<i> on 127.0.0.<i>,
     db1 (the coordinator, "this host") in /opt/couchdb, the others in /opt/fake-couchdb/<fqdn>."""
 
-    def __init__(self, tmp: Path, count: int = 3, password: str = PASSWORD):
-        self.tmp = tmp
-        self.ctxs = contexts("aws-maximal", {"roles": {"database": {"count": count}}})
+    def __init__(self, tmp: Path, count: int = 3, password: str = PASSWORD, stack: str = "aws-maximal"):
+        self.tmp, self.stack = tmp, stack
+        self.overrides = (lambda n: {"roles": {"database": {"count": n}}}) if stack.endswith("maximal") else (lambda n: {})
+        self.ctxs = contexts(stack, self.overrides(count))
         self.nodes = [Node(ctx, f"127.0.0.{i}", "/opt/couchdb/etc" if i == 1 else f"/opt/fake-couchdb/{ctx.host.fqdn}/etc")
                       for i, ctx in enumerate(self.ctxs, 1)]
         self.host = FakeHost(tmp, {})
@@ -340,9 +342,9 @@ class Cluster:
 
     def command(self, count: int) -> str:
         """The orchestration's own command line for `count` database nodes (core/orchestration.py)."""
-        settings = load_settings(stack_config("aws-maximal", {"roles": {"database": {"count": count}}}))
+        settings = load_settings(stack_config(self.stack, self.overrides(count)))
         step = next(s for s in plan_steps(settings, plan_hosts(settings)) if s.name == "couchdb-cluster")
-        assert step.host.name == "db1"
+        assert step.host == self.ctxs[0].host
         return step.create
 
     def run(self, count: int, command: str | None = None, extra: str = "", env: dict | None = None):
@@ -595,6 +597,30 @@ def test_cluster_forms_then_changes_nothing_then_grows(tmp_path):
 
 
 @needs_root
+def test_a_single_node_finishes_once(tmp_path):
+    """n = 1 (hetzner-single): _cluster_setup reports single_node_* states (setup_httpd.erl), and
+    finish_cluster creates the system databases all the same."""
+    cluster = Cluster(tmp_path, count=1, stack="hetzner-single")
+    run, seen = cluster.run(1)
+    assert run.returncode == 0, run.stderr
+    assert "single_node_disabled" in run.stderr and posts(seen) == [("finish_cluster", None)]
+    assert membership(run.stdout)["cluster_nodes"] == [f"couchdb@{cluster.nodes[0].fqdn}"]
+    again, seen = cluster.run(1)
+    assert again.returncode == 0, again.stderr
+    assert "single_node_enabled" in again.stderr and posts(seen) == []
+
+
+@needs_root
+def test_a_node_that_never_answers_stops_the_run(tmp_path):
+    cluster = Cluster(tmp_path)
+    db3 = cluster.nodes[2].fqdn  # named, resolvable, not started
+    run, seen = cluster.run(2, command=cluster.command(3), extra=f"echo '127.0.0.3 {db3}' >> /etc/hosts")
+    assert run.returncode != 0
+    assert f"CouchDB on {cluster.nodes[2].fqdn} does not answer on port 5984" in run.stderr
+    assert posts(seen) == [("add_node", cluster.nodes[1].fqdn)]
+
+
+@needs_root
 def test_a_wrong_password_fails_at_once_and_clearly(tmp_path):
     cluster = Cluster(tmp_path, password="NotTheClusterPassword0000000000x")
     run, seen = cluster.run(3)
@@ -630,6 +656,21 @@ def test_a_node_that_cannot_write_its_last_ini_file_fails_the_run(tmp_path, runt
     assert [e["status"] for e in seen if e.get("action") == "finish_cluster"] == [500]
     last = cluster.nodes[1].etc + ("/local.d/zz-runtime.ini" if runtime != "absent" else "/local.d/10-kazoo.ini")
     assert "[couchdb]\nuuid" not in cluster.host.file(last).split("[admins]")[-1]
+
+
+@needs_root
+def test_a_node_that_refuses_add_node_is_not_taken_for_a_member(tmp_path):
+    """add_node answers 201 when the other node refused the login (setup.erl add_node_int returns
+    the reply, setup_httpd's `_ -> ok`): the script checks /_membership and stops."""
+    other = {**SECRETS, "couchdb_password": "AnotherPassword0000000000000000x"}
+    cluster = Cluster(tmp_path)
+    cluster.nodes[2] = Node(contexts("aws-maximal", secrets=other)[2], "127.0.0.3", cluster.nodes[2].etc)
+    run, seen = cluster.run(3)
+    assert run.returncode != 0
+    assert f"couchdb@{cluster.nodes[2].fqdn} did not join: add_node answered 201" in run.stderr
+    assert [(e["node"].split("@")[1][:3], e["status"]) for e in seen if e["method"] == "POST"] == [
+        ("db2", 201), ("db1", 201), ("db3", 401), ("db1", 201)]
+    assert posts(seen) == [("add_node", cluster.nodes[1].fqdn), ("add_node", cluster.nodes[2].fqdn)]  # no finish
 
 
 @needs_root

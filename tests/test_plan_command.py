@@ -63,10 +63,14 @@ def test_plan_holds_no_secret(maximal):
 def test_encrypted_stack_values_become_placeholders(tmp_path):
     source = (STACKS / "Pulumi.hetzner-single.yaml").read_text()
     stack = tmp_path / "Pulumi.team.yaml"
-    stack.write_text(source + "  kazoo:signalwireToken:\n    secure: v1:abc:def\n")
+    stack.write_text(source + "  kazoo:masterPassword:\n    secure: v1:abc:def\n"
+                            "  kazoo:sshPrivateKey:\n    secure: v1:ghi:jkl\n")
     config, secrets = read_stack_file(stack)
-    assert "kazoo:signalwireToken" not in config and secrets["kazoo:signalwireToken"] == "<signalwireToken>"
-    assert "SIGNALWIRE_TOKEN=<signalwire_token>" in plan_of(stack, tmp_path / "out")
+    assert "kazoo:masterPassword" not in config and secrets["kazoo:masterPassword"] == "<masterPassword>"
+    assert "kazoo:sshPrivateKey" not in config and "BEGIN OPENSSH PRIVATE KEY" in secrets["kazoo:sshPrivateKey"]
+    text = plan_of(stack, tmp_path / "out")
+    assert "v1:abc:def" not in text and "v1:ghi:jkl" not in text  # ciphertext is never read
+    assert "<couchdb_password>" in text
 
 
 def test_bad_stack_file_is_one_line(tmp_path, capsys):

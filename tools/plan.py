@@ -37,7 +37,8 @@ from tools.mock_engine import Result, run_program  # noqa: E402
 
 # Secret keys a stack holds encrypted (`secure:`) or not at all: the plan stands in placeholders.
 SECRET_KEYS = ("sshPrivateKey", "masterPassword")
-PLACEHOLDER_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\n<sshPrivateKey>\n-----END OPENSSH PRIVATE KEY-----\n"
+# Shaped like an unencrypted OpenSSH key (the settings check that much); it opens nothing.
+PLACEHOLDER_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAA8c3NoUHJpdmF0ZUtleSBwbGFjZWhvbGRlcj4=\n-----END OPENSSH PRIVATE KEY-----\n"
 
 
 def read_stack_file(path: Path) -> tuple[dict[str, Any], dict[str, str]]:

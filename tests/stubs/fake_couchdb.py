@@ -20,8 +20,9 @@ Usage (as root, inside the fake host):
   fake_couchdb.py start --etc DIR --args-file FILE [--listen ADDRESS] [--state DIR] [--user NAME]
       boot a node in the background; exits 0 once it answers, or 1 with the reason it did not boot
   fake_couchdb.py serve ...            the same in the foreground
-  fake_couchdb.py seed --node couchdb@FQDN [--state DIR] [--dbs N] [--accounts ID ...]
-      give a node N databases and an `accounts` database (with its design document, as Kazoo's has)
+  fake_couchdb.py seed --node couchdb@FQDN [--state DIR] [--dbs N] [--accounts [ID ...]]
+      give a node N databases and an `accounts` database (with its design document, as Kazoo's has;
+      `--accounts` alone: no account yet)
 --state defaults to $STUB_STATE/couchdb; every request is logged there to requests.jsonl (never a
 password or a cookie). --listen defaults to the address the -name host resolves to (/etc/hosts).
 """
@@ -55,6 +56,8 @@ DEFAULT_STATE = Path(os.environ.get("STUB_STATE", "/tmp")) / "couchdb"
 CLUSTER_SYSTEM_DBS = ["_users", "_replicator"]
 # couch_httpd_auth.erl ?LOCKOUT_MSG
 LOCKOUT_MSG = "Account is temporarily locked due to multiple authentication failures"
+# what the request log keeps of a _cluster_setup body: never a password or a cookie
+LOGGED_FIELDS = ("action", "host", "port", "remote_node", "node_count")
 # test_util:wait/1 as setup.erl wait_connected/0 uses it: 5 s (FAKE_COUCHDB_WAIT shortens it in tests)
 CONNECT_WAIT = float(os.environ.get("FAKE_COUCHDB_WAIT", "5"))
 
@@ -518,6 +521,12 @@ class Handler(BaseHTTPRequestHandler):
         self.entry = {"node": self.node.name, "method": self.command, "path": urlparse(self.path).path}
         length = int(self.headers.get("Content-Length") or 0)
         self.raw = self.rfile.read(length) if length else b""
+        if self.command == "POST" and self.entry["path"] == "/_cluster_setup":  # for the log only
+            try:
+                posted = json.loads(self.raw)
+                self.entry.update({k: posted[k] for k in LOGGED_FIELDS if k in posted})
+            except (ValueError, TypeError):
+                pass
         try:
             status, body = self.route()
         except HttpError as e:
@@ -599,7 +608,6 @@ class Handler(BaseHTTPRequestHandler):
             body = self.json_body()
             if not isinstance(body, dict):
                 raise HttpError(400, "bad_request", "Missing JSON body'")
-            self.entry.update({k: body[k] for k in ("action", "host", "port", "remote_node", "node_count") if k in body})
             with node.lock:
                 return node.setup_action(body)
         if head == "_membership":  # mem3_httpd.erl
@@ -715,15 +723,15 @@ def start(args) -> None:
     sys.exit(f"fake CouchDB did not answer within 30 s: {log_path}")
 
 
-def seed_node(state: Path, node: str, dbs: int = 0, accounts: tuple[str, ...] = ()) -> None:
-    """Give a node `dbs` databases (named like Kazoo's system databases would be, db_000...) and, with
-    accounts, an `accounts` database holding them beside `_design/accounts` (Kazoo's accounts
-    database carries its views as a design document: an id that is not an account)."""
+def seed_node(state: Path, node: str, dbs: int = 0, accounts: tuple[str, ...] | None = None) -> None:
+    """Give a node `dbs` databases (db_000, ...) and, unless accounts is None, an `accounts` database
+    holding those account ids beside `_design/accounts` (Kazoo's accounts database carries its views
+    as a design document: an id that is not an account). Run before or after `start`."""
     path = state / node / "state.json"
     data = json.loads(path.read_text()) if path.exists() else {"nodes": [node], "dbs": {}}
     for n in range(dbs):
         data["dbs"].setdefault(f"db_{n:03d}", {})
-    if accounts:
+    if accounts is not None:
         docs = data["dbs"].setdefault("accounts", {})
         docs["_design/accounts"] = {"_id": "_design/accounts", "_rev": "1-0", "language": "javascript", "views": {}}
         for account in accounts:
@@ -746,10 +754,10 @@ def main() -> None:
     seed.add_argument("--node", required=True)
     seed.add_argument("--state", default=str(DEFAULT_STATE))
     seed.add_argument("--dbs", type=int, default=0)
-    seed.add_argument("--accounts", nargs="*", default=[])
+    seed.add_argument("--accounts", nargs="*", help="create the accounts database, with these account ids")
     args = parser.parse_args()
     if args.command == "seed":
-        seed_node(Path(args.state), args.node, args.dbs, tuple(args.accounts))
+        seed_node(Path(args.state), args.node, args.dbs, None if args.accounts is None else tuple(args.accounts))
     else:
         (serve if args.command == "serve" else start)(args)
 
