@@ -22,6 +22,8 @@ RTP_PORTS = (16384, 32768)
 
 # Label (Hetzner) / tag (AWS) naming the role a firewall or rule belongs to: the policy pack reads it.
 FIREWALL_ROLE_LABEL = "kazoo-firewall-for"
+# Label / tag of a data volume or public IP whose stack chose scaleDown keep or release (policy pack).
+SCALE_DOWN_LABEL = "kazoo-scale-down"
 
 # Ports that must never be reachable from the internet, by name (the policy pack checks these too).
 INTERNAL_PORTS = {

@@ -155,11 +155,18 @@ def _database_volumes_protected(args: ResourceValidationArgs, report: ReportViol
     labels_key = DATA_VOLUMES.get(args.resource_type)
     if labels_key is None:
         return
-    if (args.props.get(labels_key) or {}).get("kazoo-role-database") != "true":
+    labels = args.props.get(labels_key) or {}
+    if labels.get("kazoo-role-database") != "true":
         return
-    if not args.opts.protect:
-        report("a CouchDB data volume must be `protect`ed: deleting it deletes the calls' data")
-    if args.resource_type.startswith("hcloud:") and not args.props.get("deleteProtection"):
+    # The stack's scaleDown, labelled on the volume: keep (retainOnDelete: dropped from the stack,
+    # left in the account) or release (deleted with its host, on purpose). Otherwise: protected.
+    choice = labels.get("kazoo-scale-down")
+    if choice == "keep":
+        return
+    if not args.opts.protect and choice != "release":
+        report("a CouchDB data volume must be `protect`ed (or the stack must choose scaleDown: keep or release): "
+               "deleting it deletes the calls' data")
+    if args.resource_type.startswith("hcloud:") and not args.props.get("deleteProtection") and choice != "release":
         report("a CouchDB data volume on Hetzner must have deleteProtection")
 
 

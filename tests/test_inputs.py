@@ -200,3 +200,13 @@ def test_hetzner_outside_the_eu_gets_types_sold_there():
     assert all(not settings.size_of(r).startswith(("cx", "cax")) for r in [None, *ALL_ROLES])
     message = run_refused(HETZNER, {"hetzner": {"locations": ["sin"]}, "roles": {"media": {"size": "cx33"}}})
     assert message.startswith("kazoo:roles.media.size: cx33 is sold in Hetzner's EU locations only")
+
+
+def test_a_secret_in_clear_text_gets_a_warning(caplog):
+    run_program({**HETZNER, "kazoo:masterPassword": "correct-horse-battery"}, secrets={})
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(w.startswith("kazoo:masterPassword is in clear text") and "--secret" in w for w in warnings), warnings
+    assert not any("correct-horse-battery" in w for w in warnings)
+    caplog.clear()
+    run_program(HETZNER, secrets={"kazoo:masterPassword": "correct-horse-battery"})
+    assert not [r for r in caplog.records if "clear text" in r.getMessage()]

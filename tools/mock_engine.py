@@ -66,6 +66,8 @@ class Registration:
     deleted_with: str
     replace_on_changes: list[str]
     custom: bool
+    retain_on_delete: bool = False
+    replace_with: list[str] = field(default_factory=list)  # URNs whose replacement replaces this
     id: str = ""
     state: dict = field(default_factory=dict)
 
@@ -156,6 +158,8 @@ class RecordingMonitor(MockMonitor):
                 deleted_with=request.deletedWith,
                 replace_on_changes=list(request.replaceOnChanges),
                 custom=bool(request.custom),
+                retain_on_delete=bool(request.retainOnDelete),
+                replace_with=list(request.replace_with),
                 id=response.id,
                 state=self.resources.get(response.urn).state if response.urn in self.resources else {},
             )

@@ -189,8 +189,8 @@ class AwsSeam(CloudSeam):
         return aws.ec2.Eip(
             f"{host.name}-eip",
             domain="vpc",
-            tags=self.tags(host.fqdn, host.roles),
-            opts=self.opts(parent, protect=True),
+            tags={"Name": host.fqdn, **self.lasting_labels(host.roles)},
+            opts=self.lasting(parent),
         )
 
     def address_of(self, public_ip) -> pulumi.Output[str]:
@@ -244,8 +244,8 @@ class AwsSeam(CloudSeam):
                 size=host.data_volume_gb,
                 type="gp3",
                 encrypted=True,
-                tags=self.tags(f"{host.fqdn}-couchdb", host.roles),
-                opts=self.opts(parent, protect=True),
+                tags={"Name": f"{host.fqdn}-couchdb", **self.lasting_labels(host.roles)},
+                opts=self.lasting(parent),
             )
             attachment = aws.ec2.VolumeAttachment(
                 f"{host.name}-couchdb",

@@ -9,10 +9,10 @@ from typing import Any, Optional
 
 import pulumi
 
-from core.firewall import Rule
+from core.firewall import SCALE_DOWN_LABEL, Rule
 from core.plan import Host, Plan
 from core.roles import Role
-from core.settings import Settings
+from core.settings import ScaleDown, Settings
 
 
 @dataclass
@@ -53,6 +53,26 @@ class CloudSeam(ABC):
 
     def opts(self, parent: pulumi.Resource, **kwargs: Any) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(parent=parent, **kwargs)
+
+    def lasting(self, parent: pulumi.Resource, **kwargs: Any) -> pulumi.ResourceOptions:
+        """Options of what outlives a server (its data volume, the public IP carriers whitelist), by
+        `scaleDown`: protected (a removal stops the update), retained (removed from the stack, left
+        in the account) or released with the host."""
+        mode = self.settings.scale_down
+        return self.opts(parent, protect=mode is ScaleDown.PROTECT, retain_on_delete=mode is ScaleDown.KEEP, **kwargs)
+
+    def lasting_labels(self, roles: tuple[Role, ...]) -> dict[str, str]:
+        """Labels/tags of what outlives a server: the scale-down choice, in the open (the policy pack
+        accepts an unprotected data volume only when the stack chose so)."""
+        labels = self.labels(roles)
+        if self.settings.scale_down is not ScaleDown.PROTECT:
+            labels[SCALE_DOWN_LABEL] = self.settings.scale_down.value
+        return labels
+
+    @property
+    def cloud_delete_protection(self) -> bool:
+        """The cloud's own delete protection (Hetzner), off only when removed hosts are released."""
+        return self.settings.scale_down is not ScaleDown.RELEASE
 
     @abstractmethod
     def network(self, plan: Plan, parent: pulumi.Resource) -> NetworkRefs:

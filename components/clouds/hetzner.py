@@ -91,9 +91,9 @@ class HetznerSeam(CloudSeam):
             location=host.zone,
             assignee_type="server",
             auto_delete=False,  # the address outlives the server: carriers whitelist it
-            delete_protection=True,
-            labels=self.labels(host.roles),
-            opts=self.opts(parent, protect=True),
+            delete_protection=self.cloud_delete_protection,
+            labels=self.lasting_labels(host.roles),
+            opts=self.lasting(parent),
         )
 
     def address_of(self, public_ip) -> pulumi.Output[str]:
@@ -140,9 +140,9 @@ class HetznerSeam(CloudSeam):
                 name=f"{host.name}-couchdb-{self.stack}",
                 size=host.data_volume_gb,
                 location=host.zone,
-                delete_protection=True,
-                labels=self.labels(host.roles),
-                opts=self.opts(parent, protect=True),
+                delete_protection=self.cloud_delete_protection,
+                labels=self.lasting_labels(host.roles),
+                opts=self.lasting(parent),
             )
             # Formatted once by the bootstrap, never by the cloud: a re-attach must keep the data.
             attachment = hcloud.VolumeAttachment(

@@ -6,14 +6,14 @@
 network, cloud places), `model` (the whole configuration and its cross-key rules), `loading`.
 """
 
-from core.settings.base import NAMESPACE, WORLD, Cloud, Component, Layout, SettingsError
+from core.settings.base import NAMESPACE, WORLD, Cloud, Component, Layout, ScaleDown, SettingsError
 from core.settings.layout import COUCHDB_QUORUM, DEFAULT_COUNTS, DEFAULT_SIZES, HETZNER_NETWORK_ZONES
 from core.settings.loading import SECRET_KEYS, load_settings, plain_text_secrets
 from core.settings.model import Settings
 from core.settings.sources import DEBIAN_ARCHIVE, Archive, PackageSource
 
 __all__ = [
-    "NAMESPACE", "WORLD", "Cloud", "Component", "Layout", "SettingsError", "COUCHDB_QUORUM", "DEFAULT_COUNTS",
+    "NAMESPACE", "WORLD", "Cloud", "Component", "Layout", "ScaleDown", "SettingsError", "COUCHDB_QUORUM", "DEFAULT_COUNTS",
     "DEFAULT_SIZES", "HETZNER_NETWORK_ZONES", "SECRET_KEYS", "load_settings", "plain_text_secrets", "Settings",
     "DEBIAN_ARCHIVE", "Archive", "PackageSource",
 ]

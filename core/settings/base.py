@@ -41,3 +41,11 @@ class Component(str, Enum):
     KAZOO = "kazoo"
     FREESWITCH = "freeswitch"
     KAMAILIO = "kamailio"
+
+
+class ScaleDown(str, Enum):
+    """What happens to the data volume and the public IP of a host a lower count removes."""
+
+    PROTECT = "protect"  # nothing is removed: the update stops until you unprotect them on purpose
+    KEEP = "keep"  # dropped from the stack, left in the cloud account (retainOnDelete)
+    RELEASE = "release"  # deleted with the host: the address and the data are gone

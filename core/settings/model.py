@@ -8,7 +8,7 @@ from typing import Optional
 from pydantic import Field, SecretStr, StrictBool, StrictInt, StrictStr, field_validator, model_validator
 
 from core.roles import Role
-from core.settings.base import NAMESPACE, Cloud, Component, Layout, Model, SettingsError
+from core.settings.base import NAMESPACE, Cloud, Component, Layout, Model, ScaleDown, SettingsError
 from core.settings.layout import (
     COUCHDB_QUORUM,
     DEFAULT_SIZES,
@@ -158,6 +158,10 @@ class Settings(Model):
     sip: SipSettings = Field(default_factory=SipSettings)
     sources: SourcesSettings = Field(default_factory=SourcesSettings)
     bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
+    scale_down: ScaleDown = Field(
+        default=ScaleDown.PROTECT,
+        description="a removed host's data volume and public IP: protect (stop), keep (leave in the account), release",
+    )
     orchestrate: StrictBool = Field(
         default=True, description="run the post-boot steps over SSH from `pulumi up` (false: by hand)"
     )
