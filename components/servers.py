@@ -17,8 +17,9 @@ from core.firewall import Rule
 from core.plan import Host
 from core.roles import Role
 
-# Renders a host's user-data once its public IP is known (None for hosts without a stable one).
-UserDataFn = Callable[[Host, Optional[pulumi.Output[str]]], pulumi.Output[str]]
+# Renders a host's user-data once its public IP (None for hosts without a stable one) and its data
+# volume's device (None for hosts without one) are known.
+UserDataFn = Callable[[Host, Optional[pulumi.Output[str]], Optional[pulumi.Output[str]]], pulumi.Output[str]]
 
 
 @dataclass
@@ -45,14 +46,18 @@ class _Servers(pulumi.ComponentResource):
         for host in args.hosts:
             public_ip = cloud.public_ip(host, parent=self)
             known_ip = cloud.address_of(public_ip) if public_ip is not None else None
+            volume = cloud.data_volume(host, parent=self)
+            device = cloud.device_of(volume) if volume is not None else None
             self.servers[host.name] = cloud.server(
                 host,
-                args.user_data(host, known_ip),
+                args.user_data(host, known_ip, device),
                 args.network,
                 groups[host.spread_group],
                 public_ip,
+                volume,
                 parent=self,
             )
+            self.servers[host.name].data_device = device
         self.public_ips = {name: refs.public_ip for name, refs in self.servers.items()}
         self.register_outputs({"public_ips": self.public_ips})
 

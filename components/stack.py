@@ -43,8 +43,10 @@ def load() -> tuple[Settings, Plan]:
     return settings, plan
 
 
-# render(host, its public IP, what to make of its HostContext): an Output once every input is known.
-Renderer = Callable[[Host, Optional[pulumi.Input[str]], Callable[[HostContext], str]], pulumi.Output[str]]
+# render(host, its public IP, its data volume's device, what to make of its HostContext): an Output
+# once every input is known.
+Renderer = Callable[[Host, Optional[pulumi.Input[str]], Optional[pulumi.Input[str]], Callable[[HostContext], str]],
+                    pulumi.Output[str]]
 
 
 def build(settings: Settings, plan: Plan, stack: str) -> None:
@@ -57,15 +59,18 @@ def build(settings: Settings, plan: Plan, stack: str) -> None:
     archives = PinnedArchives("kazoo", settings)
     pins = archives.resolved()
 
-    def render(host: Host, public_ip: Optional[pulumi.Input[str]], how: Callable[[HostContext], str]) -> pulumi.Output[str]:
-        """`how(HostContext)` once the host's public IP, the secrets and the SSH keys are known."""
-        return pulumi.Output.all(public_ip, secrets, operator_key, kazoo_secrets.host_key(host.name), pins).apply(
+    def render(host: Host, public_ip: Optional[pulumi.Input[str]], device: Optional[pulumi.Input[str]],
+               how: Callable[[HostContext], str]) -> pulumi.Output[str]:
+        """`how(HostContext)` once the host's public IP, volume, the secrets and the SSH keys are known."""
+        return pulumi.Output.all(public_ip, secrets, operator_key, kazoo_secrets.host_key(host.name), pins, device).apply(
             lambda a: how(HostContext(host, plan, settings, public_ip=a[0], secrets=a[1],
-                                      operator_keys=(a[2],) if a[2] else (), host_key=a[3], archive_sha256=a[4]))
+                                      operator_keys=(a[2],) if a[2] else (), host_key=a[3], archive_sha256=a[4],
+                                      data_device=a[5]))
         )
 
-    def user_data(host: Host, public_ip: Optional[pulumi.Output[str]]) -> pulumi.Output[str]:
-        return pulumi.Output.secret(render(host, public_ip, render_user_data))
+    def user_data(host: Host, public_ip: Optional[pulumi.Output[str]], device: Optional[pulumi.Output[str]]
+                  ) -> pulumi.Output[str]:
+        return pulumi.Output.secret(render(host, public_ip, device, render_user_data))
 
     def args(hosts: list[Host], role: Optional[Role]) -> ServersArgs:
         return ServersArgs(
@@ -108,8 +113,10 @@ def orchestrate(
             servers=servers,
             private_key=secrets.operator_private_key,
             host_keys={name: key.public_key_openssh.apply(str.strip) for name, key in secrets.host_keys.items()},
-            bundles={h.name: pulumi.Output.secret(render(h, known_ip(h), config_bundle)) for h in plan.hosts},
-            digests={h.name: pulumi.Output.unsecret(render(h, known_ip(h), config_digest)) for h in plan.hosts},
+            bundles={h.name: pulumi.Output.secret(render(h, known_ip(h), servers[h.name].data_device, config_bundle))
+                     for h in plan.hosts},
+            digests={h.name: pulumi.Output.unsecret(render(h, known_ip(h), servers[h.name].data_device, config_digest))
+                     for h in plan.hosts},
             master_password=secrets.master_password,
         ),
     )

@@ -55,6 +55,7 @@ class HostContext:
     operator_keys: tuple[str, ...] = ()  # the orchestration's public key, beside sshPublicKeys
     host_key: Optional[tuple[str, str]] = None  # (private, public) ED25519 SSH host key, pinned by `pulumi up`
     archive_sha256: dict[str, str] = field(default_factory=dict)  # sources key -> sha256 the host checks
+    data_device: Optional[str] = None  # the CouchDB volume's /dev/disk/by-id path (database hosts)
 
     def __post_init__(self) -> None:
         # A host sees only the secrets its roles use (core/roles.py ROLE_SECRETS), whoever builds
@@ -64,7 +65,7 @@ class HostContext:
 
 def render_template(name: str, ctx: HostContext, **extra) -> str:
     return _templates.get_template(name).render(
-        host=ctx.host, plan=ctx.plan, settings=ctx.settings, public_ip=ctx.public_ip,
+        host=ctx.host, plan=ctx.plan, settings=ctx.settings, public_ip=ctx.public_ip, data_device=ctx.data_device,
         secrets=ctx.secrets, archive_sha256=ctx.archive_sha256, **extra,
     )
 
@@ -75,6 +76,7 @@ def render_template(name: str, ctx: HostContext, **extra) -> str:
 C = Component
 ROLE_FILES = {
     Role.DATABASE: [
+        ("data-volume.env.j2", "/etc/kazoo/data-volume.env", "0644", C.COUCHDB),
         ("couchdb-local.ini.j2", "/opt/couchdb/etc/local.d/10-kazoo.ini", "0640", C.COUCHDB),
         ("couchdb-vm.args.j2", "/opt/couchdb/etc/kazoo.vm.args", "0640", C.COUCHDB),
         ("couchdb.default.j2", "/etc/default/couchdb", "0644", C.COUCHDB),
@@ -110,7 +112,7 @@ ROLE_FILES = {
 # it travels with the rest, so a host added later reaches the running hosts' /etc/hosts.
 COMMON_FILES = [("nftables.conf.j2", "/etc/nftables.conf", "0600", None), ("hosts.j2", "/etc/hosts", "0644", None)]
 SCRIPTS = ["lib.sh", "bootstrap.sh", "configure.sh"]
-ROLE_SCRIPTS = {Role.MEDIA: ("freeswitch-local.sh",)}  # beside install-<role>.sh
+ROLE_SCRIPTS = {Role.MEDIA: ("freeswitch-local.sh",), Role.DATABASE: ("data-volume.sh",)}  # beside install-<role>.sh
 BOOTSTRAP_DIR = "/opt/kazoo-bootstrap"
 RENDERED_DIR = "/etc/kazoo-bootstrap/files"
 AMQP_NAMES = ["", "SECONDARY_", "TERTIARY_", "QUATERNARY_", "QUINARY_", "SENARY_", "SEPTENARY_",

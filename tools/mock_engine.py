@@ -87,9 +87,13 @@ class Mocks(pulumi.runtime.Mocks):
                 state["ipAddress"] = ip
             if typ == "hcloud:index/server:Server":
                 state["ipv4Address"] = ip
+            if typ == "hcloud:index/volume:Volume":
+                state["linuxDevice"] = f"/dev/disk/by-id/scsi-0HC_Volume_{rid}"
         elif typ == "aws:ec2/eip:Eip":
             rid = f"eipalloc-{n:08x}"
             state.update(publicIp=ip, allocationId=rid)
+        elif typ == "aws:ebs/volume:Volume":
+            rid = f"vol-{n:017x}"
         elif typ == "aws:ec2/instance:Instance":
             rid = f"i-{n:017x}"
             state["publicIp"] = ip

@@ -91,6 +91,12 @@ if [ "${1:-}" = files ]; then
   exit 0
 fi
 
+# A database host's volume may have grown (roles.database.volumeSize): grow its filesystem. A push
+# never formats (--keep); the first boot's install-database.sh does that, once.
+if [ -f /etc/kazoo/data-volume.env ] && [ -e "$STATE_DIR/done-install-database" ] && ! skipped couchdb; then
+  "$BOOTSTRAP_DIR/data-volume.sh" --keep
+fi
+
 # FreeSWITCH keeps upstream's files; this host's values are applied to them (freeswitch-local.sh).
 if [ -d /etc/kazoo/freeswitch ] && [ -x "$BOOTSTRAP_DIR/freeswitch-local.sh" ]; then
   if "$BOOTSTRAP_DIR/freeswitch-local.sh" /etc/kazoo/freeswitch; then :; else

@@ -11,35 +11,16 @@ DATA=/srv/couchdb
 # A skipped CouchDB (managed elsewhere) leaves the data volume alone too.
 if skipped couchdb; then log "couchdb skipped (bootstrap.skip): volume left as is"; exit 0; fi
 
-# The data volume is attached by the cloud after the server exists: wait for a disk that is neither
-# the root disk nor partitioned. Format it only when it holds no filesystem: never reformat.
-data_disk() {
-  local root_disk
-  root_disk=$(lsblk -no PKNAME "$(findmnt -no SOURCE /)")
-  lsblk -dpno NAME,TYPE | awk '$2 == "disk" {print $1}' | while read -r disk; do
-    [ "${disk##*/}" = "$root_disk" ] && continue
-    [ "$(lsblk -no NAME "$disk" | wc -l)" -eq 1 ] && echo "$disk" && break
-  done
-}
-disk=""
-for n in $(seq 1 60); do
-  disk=$(data_disk)
-  [ -n "$disk" ] && break
-  log "waiting for the CouchDB volume ($n/60)"; sleep 5
-done
-[ -n "$disk" ] || die "no data volume attached"
-blkid "$disk" >/dev/null || mkfs.ext4 -q -L couchdb "$disk"
-mkdir -p "$DATA"
-uuid=$(blkid -s UUID -o value "$disk")
-grep -q "$uuid" /etc/fstab || echo "UUID=$uuid $DATA ext4 defaults,nofail 0 2" >> /etc/fstab
-mountpoint -q "$DATA" || mount "$DATA"
-
 # Our configuration is in place before the package: its postinst starts CouchDB (debhelper), and that
 # first start must already find the admin, the cookie, the bind address and the data directory.
 # The account first, so the rendered files can be group couchdb (the postinst's adduser then finds
 # it and leaves it alone: `if ! getent passwd couchdb`).
 ensure_system_user couchdb /opt/couchdb
 "$BOOTSTRAP_DIR/configure.sh" files
+
+# The data volume (named in /etc/kazoo/data-volume.env): by its id, waited for, formatted only when
+# blank, mounted, grown.
+"$BOOTSTRAP_DIR/data-volume.sh"
 
 # CouchDB persists every runtime change (finish_cluster's admin/uuid/secret syncs, PUT
 # /_node/_local/_config, a generated uuid) to the LAST file of its ini chain: default.ini,

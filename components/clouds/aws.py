@@ -196,7 +196,24 @@ class AwsSeam(CloudSeam):
     def address_of(self, public_ip) -> pulumi.Output[str]:
         return public_ip.public_ip
 
-    def server(self, host, user_data, network, spread_group, public_ip, parent) -> ServerRefs:
+    def data_volume(self, host, parent) -> Optional[pulumi.Resource]:
+        if not host.data_volume_gb:
+            return None
+        return aws.ebs.Volume(
+            f"{host.name}-couchdb",
+            availability_zone=host.zone,
+            size=host.data_volume_gb,
+            type="gp3",
+            encrypted=True,
+            tags={"Name": f"{host.fqdn}-couchdb", **self.lasting_labels(host.roles)},
+            opts=self.lasting(parent),
+        )
+
+    def device_of(self, volume) -> pulumi.Output[str]:
+        # Nitro instances see EBS volumes as NVMe devices named by the volume id (udev's by-id link).
+        return volume.id.apply(lambda vid: f"/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{vid.replace('-', '')}")
+
+    def server(self, host, user_data, network, spread_group, public_ip, volume, parent) -> ServerRefs:
         groups = [network.security_groups[role].id for role in host.roles]
         instance = aws.ec2.Instance(
             host.name,
@@ -237,16 +254,7 @@ class AwsSeam(CloudSeam):
                 opts=self.opts(parent),
             )
             ready.append(association)
-        if host.data_volume_gb:
-            volume = aws.ebs.Volume(
-                f"{host.name}-couchdb",
-                availability_zone=host.zone,
-                size=host.data_volume_gb,
-                type="gp3",
-                encrypted=True,
-                tags={"Name": f"{host.fqdn}-couchdb", **self.lasting_labels(host.roles)},
-                opts=self.lasting(parent),
-            )
+        if volume is not None:
             attachment = aws.ec2.VolumeAttachment(
                 f"{host.name}-couchdb",
                 device_name=DATA_DEVICE,

@@ -33,6 +33,7 @@ class ServerRefs:
     # What must exist before the host is reachable and whole: the server, its public IP association
     # and its data volume attachment. The orchestration's first step on the host waits for these.
     ready: list[pulumi.Resource] = field(default_factory=list)
+    data_device: Optional[pulumi.Output[str]] = None  # the CouchDB volume's device path, database hosts
 
 
 def resource_name(*parts: str) -> str:
@@ -97,6 +98,14 @@ class CloudSeam(ABC):
         """The IPv4 address of a resource returned by public_ip()."""
 
     @abstractmethod
+    def data_volume(self, host: Host, parent: pulumi.Resource) -> Optional[pulumi.Resource]:
+        """The CouchDB data volume of a database host (created before its server, which is told its id)."""
+
+    @abstractmethod
+    def device_of(self, volume: pulumi.Resource) -> pulumi.Output[str]:
+        """The /dev/disk/by-id path under which the host sees `volume`."""
+
+    @abstractmethod
     def server(
         self,
         host: Host,
@@ -104,6 +113,7 @@ class CloudSeam(ABC):
         network: NetworkRefs,
         spread_group: pulumi.Resource,
         public_ip: Optional[pulumi.Resource],
+        volume: Optional[pulumi.Resource],
         parent: pulumi.Resource,
     ) -> ServerRefs:
-        """The server, its public IP association and, for database hosts, its protected data volume."""
+        """The server, its public IP association and its data volume's attachment."""

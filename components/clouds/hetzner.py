@@ -99,7 +99,23 @@ class HetznerSeam(CloudSeam):
     def address_of(self, public_ip) -> pulumi.Output[str]:
         return public_ip.ip_address
 
-    def server(self, host, user_data, network, spread_group, public_ip, parent) -> ServerRefs:
+    def data_volume(self, host, parent) -> Optional[pulumi.Resource]:
+        if not host.data_volume_gb:
+            return None
+        return hcloud.Volume(
+            f"{host.name}-couchdb",
+            name=f"{host.name}-couchdb-{self.stack}",
+            size=host.data_volume_gb,
+            location=host.zone,
+            delete_protection=self.cloud_delete_protection,
+            labels=self.lasting_labels(host.roles),
+            opts=self.lasting(parent),
+        )
+
+    def device_of(self, volume) -> pulumi.Output[str]:
+        return volume.linux_device  # /dev/disk/by-id/scsi-0HC_Volume_<id>
+
+    def server(self, host, user_data, network, spread_group, public_ip, volume, parent) -> ServerRefs:
         server = hcloud.Server(
             host.name,
             name=host.fqdn,
@@ -134,16 +150,7 @@ class HetznerSeam(CloudSeam):
             ),
         )
         ready: list[pulumi.Resource] = [server]
-        if host.data_volume_gb:
-            volume = hcloud.Volume(
-                f"{host.name}-couchdb",
-                name=f"{host.name}-couchdb-{self.stack}",
-                size=host.data_volume_gb,
-                location=host.zone,
-                delete_protection=self.cloud_delete_protection,
-                labels=self.lasting_labels(host.roles),
-                opts=self.lasting(parent),
-            )
+        if volume is not None:
             # Formatted once by the bootstrap, never by the cloud: a re-attach must keep the data.
             attachment = hcloud.VolumeAttachment(
                 f"{host.name}-couchdb",
