@@ -1,10 +1,12 @@
 """Logs in to an AMQP 0-9-1 broker and reports how far it got, with the standard library only:
-    python3 amqp_login.py HOST PORT USER PASSWORD   ->  prints ok | refused | timeout | closed
+    AMQP_PASSWORD=... python3 amqp_login.py HOST PORT USER   ->  prints ok | refused | timeout | closed
+(the password in the environment, not on the command line: the boot test watches command lines)
 `ok` means the broker accepted the credentials (it sent Connection.Tune after our PLAIN StartOk);
 the e2e test runs it inside a host's network namespace (`ip netns exec`)."""
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import sys
@@ -57,4 +59,4 @@ def login(host: str, port: int, user: str, password: str, timeout: float = 5.0) 
 
 
 if __name__ == "__main__":
-    print(login(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]))
+    print(login(sys.argv[1], int(sys.argv[2]), sys.argv[3], os.environ["AMQP_PASSWORD"]))

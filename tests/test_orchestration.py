@@ -1,21 +1,20 @@
 """The post-boot orchestration: the planned steps and their dependencies under mocks, day-2 growth,
-and the remote scripts run on a fake host against stand-ins for sup, curl, systemctl and sudo."""
+and shellcheck on the remote scripts. The scripts themselves run on a fake host in
+tests/test_remote_scripts.py (and couchdb-cluster.sh in tests/test_database.py)."""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
 
 import pytest
 
-from core.bootstrap import CLOUD_INIT_DIR, HostContext, config_bundle
+from core.bootstrap import CLOUD_INIT_DIR
 from core.orchestration import plan_steps
 from core.plan import plan_hosts
 from core.roles import Role
 from core.settings import load_settings
-from fakehost import FakeHost, available
 from harness import run_stack_file, stack_config
 
 COMMAND = "command:remote:Command"
@@ -285,179 +284,3 @@ def test_remote_scripts_pass_shellcheck():
     run = subprocess.run([shellcheck, "-x", "-P", "SCRIPTDIR", *map(str, scripts)], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout
 
-
-needs_root = pytest.mark.skipif(not available(), reason="needs root and unshare (as in .ci/run)")
-DB_ENV = {"FQDN": "db1.x.example", "COUCHDB_PASSWORD": "pw123", "ERLANG_COOKIE": "cookie42", "KAZOO_SKIP": ""}
-SCRIPT = "/opt/kazoo-bootstrap/remote/"
-
-
-def couchdb(host: FakeHost, **state):
-    (host.state / "couchdb.json").write_text(json.dumps(state))
-
-
-def posts(host: FakeHost) -> list[dict]:
-    return [json.loads(line.split(" ", 3)[3]) for line in host.calls if line.startswith("curl POST")]
-
-
-@needs_root
-def test_cluster_forms_once_then_changes_nothing(tmp_path):
-    host = FakeHost(tmp_path, DB_ENV)
-    couchdb(host, state="cluster_disabled", members=["couchdb@db1.x.example"])
-    nodes = "db1.x.example db2.x.example db3.x.example"
-    run = host.run(SCRIPT + "couchdb-cluster.sh " + nodes)
-    assert run.returncode == 0, run.stderr
-    actions = [(p["action"], p.get("remote_node") or p.get("host")) for p in posts(host)]
-    assert actions == [
-        ("enable_cluster", None),
-        ("enable_cluster", "db2.x.example"), ("add_node", "db2.x.example"),
-        ("enable_cluster", "db3.x.example"), ("add_node", "db3.x.example"),
-        ("finish_cluster", None),
-    ]
-    assert all(p.get("node_count") in (None, 3) for p in posts(host))
-    first = len(host.calls)
-    again = host.run(SCRIPT + "couchdb-cluster.sh " + nodes)
-    assert again.returncode == 0, again.stderr
-    assert not [c for c in host.calls[first:] if c.startswith("curl POST")]
-
-
-@needs_root
-def test_cluster_grows_by_the_new_node_only(tmp_path):
-    host = FakeHost(tmp_path, DB_ENV)
-    couchdb(host, state="cluster_finished", members=[f"couchdb@db{i}.x.example" for i in (1, 2, 3)])
-    run = host.run(SCRIPT + "couchdb-cluster.sh db1.x.example db2.x.example db3.x.example db4.x.example")
-    assert run.returncode == 0, run.stderr
-    assert [(p["action"], p.get("remote_node") or p.get("host")) for p in posts(host)] == [
-        ("enable_cluster", "db4.x.example"), ("add_node", "db4.x.example"),
-    ]
-
-
-@needs_root
-def test_cluster_stops_when_a_node_never_answers(tmp_path):
-    host = FakeHost(tmp_path, DB_ENV)
-    couchdb(host, state="cluster_enabled", members=["couchdb@db1.x.example"], down=["db2.x.example"])
-    run = host.run(SCRIPT + "couchdb-cluster.sh db1.x.example db2.x.example", env={"RETRY_SECONDS": "0"})
-    assert run.returncode != 0
-    assert "CouchDB on db2.x.example does not answer" in run.stderr
-    assert not any(p["action"] == "add_node" for p in posts(host))
-
-
-@needs_root
-def test_ecallmgr_registration_is_idempotent(tmp_path):
-    host = FakeHost(tmp_path, DB_ENV)
-    (host.state / "sup.add_fs_node").write_text("{error,node_exists}\n")
-    run = host.run(SCRIPT + "ecallmgr.sh add-media media1.x.example")
-    assert run.returncode == 0, run.stderr
-    run = host.run(SCRIPT + "ecallmgr.sh allow-sbc proxy1 10.20.0.5")
-    assert run.returncode == 0, run.stderr
-    assert host.calls == [
-        "sup -c cookie42 ecallmgr_maintenance add_fs_node freeswitch@media1.x.example",
-        "sup -c cookie42 ecallmgr_maintenance allow_sbc proxy1 10.20.0.5",
-        "sup -c cookie42 ecallmgr_maintenance reload_acls",
-    ]
-    bad = host.run(SCRIPT + "ecallmgr.sh add-carrier x 1.2.3.4")
-    assert bad.returncode != 0 and "unknown action 'add-carrier'" in bad.stderr
-    (host.state / "sup.add_fs_node").write_text("{error,not_connected}\n")  # exit 0, yet an error
-    failed = host.run(SCRIPT + "ecallmgr.sh add-media media2.x.example")
-    assert failed.returncode != 0 and "add_fs_node freeswitch@media2.x.example: {error,not_connected}" in failed.stderr
-
-
-@needs_root
-def test_master_account_is_created_once(tmp_path):
-    host = FakeHost(tmp_path, DB_ENV)
-    couchdb(host, accounts=[])
-    run = host.run(SCRIPT + "master-account.sh master master.x.example admin", stdin="s3cret\n")
-    assert run.returncode == 0, run.stderr
-    created = [c for c in host.calls if c.startswith("sup")]
-    assert created == ["sup -c cookie42 crossbar_maintenance create_account master master.x.example admin s3cret"]
-    couchdb(host, accounts=["0123456789abcdef0123456789abcdef"])
-    again = host.run(SCRIPT + "master-account.sh master master.x.example admin", stdin="s3cret\n")
-    assert again.returncode == 0, again.stderr
-    assert [c for c in host.calls if c.startswith("sup")] == created
-
-
-@needs_root
-def test_master_account_failure_fails_the_step_without_printing_the_password(tmp_path):
-    host = FakeHost(tmp_path, DB_ENV)
-    couchdb(host, accounts=[])
-    (host.state / "sup.create_account").write_text("{error,realm_exists}\n")
-    run = host.run(SCRIPT + "master-account.sh master master.x.example admin", stdin="s3cret\n")
-    assert run.returncode != 0 and "sup crossbar_maintenance create_account" in run.stderr
-    assert "s3cret" not in run.stdout + run.stderr
-
-
-@needs_root
-def test_first_start_waits_for_the_system_databases(tmp_path):
-    host = FakeHost(tmp_path, DB_ENV)
-    couchdb(host, dbs=3)
-    run = host.run(SCRIPT + "kazoo-first-start.sh /nonexistent", env={"WAIT_TRIES": "2", "WAIT_SECONDS": "0"})
-    assert run.returncode != 0 and "expected more than 20" in run.stderr
-    assert not [c for c in host.calls if c.startswith("sup")]
-    couchdb(host, dbs=25)
-    run = host.run(SCRIPT + "kazoo-first-start.sh /nonexistent")
-    assert run.returncode == 0, run.stderr
-    assert [c for c in host.calls if c.startswith("sup")] == ["sup -c cookie42 kapps_maintenance refresh"]
-
-
-PUSH_SECRETS = {"erlang_cookie": "c", "couchdb_cookie": "cc", "couchdb_password": "p", "rabbitmq_password": "r",
-                "signalwire_token": "t"}
-
-
-def pushed(name: str, public_ip: str, overrides: dict | None = None) -> tuple:
-    """(planned host, its configuration bundle, receive-config.sh) for a host of aws-maximal, as the
-    orchestration's push would send them; skips without nft, which configure.sh runs."""
-    if shutil.which("nft") is None:
-        pytest.skip("nft not installed (.ci/run installs it)")
-    settings = load_settings(stack_config("aws-maximal", overrides))
-    plan = plan_hosts(settings)
-    host = plan.host(name)
-    bundle = config_bundle(HostContext(host, plan, settings, public_ip, PUSH_SECRETS))
-    return host, bundle, (CLOUD_INIT_DIR / "remote" / "receive-config.sh").read_text()
-
-
-@needs_root
-def test_config_push_applies_changes_once(tmp_path):
-    app1, bundle, receive = pushed("app1", "198.51.100.1")
-    env = {"FQDN": app1.fqdn, "PRIVATE_IP": app1.private_ip, "KAZOO_ROLES": "application", "KAZOO_SKIP": "",
-           "COUCHDB_PASSWORD": "p", "ERLANG_COOKIE": "c"}
-    host = FakeHost(tmp_path, env)
-    # Two pushes of the same bundle in one boot of the fake host: the second changes nothing.
-    run = host.run('b=$(cat); for i in 1 2; do echo "== push $i"; bash -c "$R" <<<"$b"; done',
-                   stdin=bundle, env={"R": receive})
-    assert run.returncode == 0, run.stderr
-    first, second = run.stdout.split("== push 2")
-    assert "updated /etc/kazoo/core/config.ini" in first and "updated /etc/haproxy/haproxy.cfg" in first
-    assert "reload-or-restart haproxy" in first
-    assert "systemctl reload-or-restart haproxy" in host.calls  # graceful: connections in flight survive
-    assert "updated" not in second and "restart" not in second
-    assert "amqp://kazoo:r@broker1" in host.file("/etc/kazoo/core/config.ini")
-
-    # A third media host: the app host gets it in /etc/hosts and in its firewall, and restarts nothing.
-    _, bundle2, _ = pushed("app1", "198.51.100.1", {"roles": {"media": {"count": 3}}})
-    run = host.run('bash -c "$R" <<<"$B1"; echo "== grown"; bash -c "$R" <<<"$B2"',
-                   env={"R": receive, "B1": bundle, "B2": bundle2})
-    assert run.returncode == 0, run.stderr
-    grown_log = run.stdout.split("== grown")[1]
-    assert "updated /etc/hosts" in grown_log and "updated /etc/nftables.conf" in grown_log
-    assert "restart" not in grown_log
-    assert "media3" in host.file("/etc/hosts")
-
-
-@needs_root
-def test_a_push_never_restarts_freeswitch_but_the_first_boot_does(tmp_path):
-    media1, bundle, receive = pushed("media1", "198.51.100.9")
-    env = {"FQDN": media1.fqdn, "PRIVATE_IP": media1.private_ip, "PUBLIC_IP": "198.51.100.9",
-           "KAZOO_ROLES": "media", "KAZOO_SKIP": "", "ERLANG_COOKIE": "c"}
-    host = FakeHost(tmp_path, env)
-    # FreeSWITCH's tree is there (installed): its env file is new, so FreeSWITCH has a new configuration
-    push = host.run('mkdir -p /etc/kazoo/freeswitch && bash -c "$R"', stdin=bundle, env={"R": receive})
-    assert push.returncode == 0, push.stderr
-    assert "updated /etc/kazoo/freeswitch/env" in push.stdout
-    assert "NOTICE: freeswitch has a new configuration; restart it when it carries no calls" in push.stdout
-    assert not [c for c in host.calls if c.startswith("systemctl restart freeswitch")]
-
-    (tmp_path / "boot").mkdir()
-    boot = FakeHost(tmp_path / "boot", env)  # a fresh host, as at the end of its first boot
-    first = boot.run('mkdir -p /etc/kazoo/freeswitch && bash -c "$R"', stdin=bundle,
-                     env={"R": receive, "KAZOO_FIRST_BOOT": "1"})
-    assert first.returncode == 0, first.stderr
-    assert "systemctl restart freeswitch" in boot.calls
