@@ -33,6 +33,8 @@ class KazooSecrets(pulumi.ComponentResource):
             for key, length in SECRETS.items()
         }
 
+        if settings.sip_tls_key is not None:  # the SIP domain's certificate key, given by the stack
+            self.values["sip_tls_key"] = pulumi.Output.secret(settings.sip_tls_key.get_secret_value())
         self.operator_public_key: Optional[pulumi.Output[str]] = None
         self.operator_private_key: Optional[pulumi.Output[str]] = None
         self.master_password: Optional[pulumi.Output[str]] = None

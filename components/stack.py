@@ -8,6 +8,8 @@ import pulumi
 from pulumi.runtime import config as runtime_config
 
 from components.clouds import ServerRefs, seam_for, with_cloud_defaults
+from components.clouds.hetzner import UI_PORT as HETZNER_UI_PORT
+from components.names import KazooNames, KazooNamesArgs
 from components.network import KazooNetwork, KazooNetworkArgs
 from components.orchestration import Orchestration, OrchestrationArgs
 from components.secrets import KazooSecrets
@@ -18,7 +20,8 @@ from core.firewall import firewall_matrix, rules_for
 from core.orchestration import plan_steps
 from core.plan import Host, Plan, PlanError, plan_hosts
 from core.roles import ALL_ROLES, Role
-from core.settings import Layout, Settings, SettingsError, load_settings, plain_text_secrets
+from core.names import Names, plan_names
+from core.settings import Cloud, Layout, Settings, SettingsError, load_settings, plain_text_secrets
 
 
 def read_config() -> dict[str, str]:
@@ -91,7 +94,11 @@ def build(settings: Settings, plan: Plan, stack: str) -> None:
 
     servers = {name: refs for c in components for name, refs in c.servers.items()}
     public_ips = {name: refs.public_ip for name, refs in servers.items()}
-    export_outputs(settings, plan, public_ips)
+    names = plan_names(settings, plan)
+    if names is not None:
+        KazooNames("kazoo", KazooNamesArgs(names=names, plan=plan, cloud=cloud, network=network.refs,
+                                           servers=servers, tls_api=settings.tls_api))
+    export_outputs(settings, plan, public_ips, names)
     pulumi.export("archiveSha256", archives.sha256)  # pin these in the stack file to review changes
     if settings.orchestrate:
         orchestrate(settings, plan, servers, kazoo_secrets, render)
@@ -132,7 +139,8 @@ def orchestrate(
     )
 
 
-def export_outputs(settings: Settings, plan: Plan, public_ips: dict[str, pulumi.Output[str]]) -> None:
+def export_outputs(settings: Settings, plan: Plan, public_ips: dict[str, pulumi.Output[str]],
+                   names: Optional[Names]) -> None:
     pulumi.export(
         "hosts",
         {
@@ -147,10 +155,17 @@ def export_outputs(settings: Settings, plan: Plan, public_ips: dict[str, pulumi.
         },
     )
     proxies = plan.with_role(Role.PROXY)
-    pulumi.export(
-        "sipEndpoints",
-        [public_ips[h.name].apply(lambda ip: f"sip:{ip}:5060") for h in proxies],
-    )
     apps = plan.with_role(Role.APPLICATION)
-    pulumi.export("apiUrls", [public_ips[h.name].apply(lambda ip: f"http://{ip}:8000/v2") for h in apps])
-    pulumi.export("uiUrls", [public_ips[h.name].apply(lambda ip: f"http://{ip}/") for h in apps])
+    if names is not None:
+        # the SIP domain (phones and carriers find the proxies through its NAPTR/SRV records)
+        pulumi.export("sipEndpoints", [f"sip:{settings.domain}"] + [f"sip:{h.fqdn}:5060" for h in proxies])
+    else:
+        pulumi.export("sipEndpoints", [public_ips[h.name].apply(lambda ip: f"sip:{ip}:5060") for h in proxies])
+    if names is not None and settings.tls_api and names.api:
+        pulumi.export("apiUrls", [f"https://{names.api}/v2"])
+        ui_port = "" if settings.cloud is Cloud.AWS else f":{HETZNER_UI_PORT}"
+        pulumi.export("uiUrls", [f"https://{names.ui}{ui_port}/"] if names.ui else [])
+    else:
+        pulumi.export("apiUrls", [public_ips[h.name].apply(lambda ip: f"http://{ip}:8000/v2") for h in apps])
+        pulumi.export("uiUrls", [public_ips[h.name].apply(lambda ip: f"http://{ip}/") for h in apps]
+                      if settings.sources.monster_ui is not None else [])

@@ -170,6 +170,9 @@ def file_specs(ctx: HostContext) -> list[tuple[str, str, str]]:
     specs = [spec for role in ctx.host.roles for spec in ROLE_FILES[role]]
     if ctx.host.carries(Role.APPLICATION) and ctx.settings.sources.monster_ui is not None:
         specs.append(("nginx-monster-ui.conf.j2", "/etc/nginx/sites-enabled/monster-ui.conf", "0644", None))
+    if ctx.host.carries(Role.PROXY) and ctx.settings.sip.tls:  # where the tree's tls.cfg looks
+        specs += [("kamailio-tls-certificate.j2", "/etc/kazoo/kamailio/certs/cert.pem", "0644", C.KAMAILIO),
+                  ("kamailio-tls-key.j2", "/etc/kazoo/kamailio/certs/key.pem", "0640", C.KAMAILIO)]
     seen, kept = set(), []
     for template, path, mode, component in COMMON_FILES + specs:
         if path in seen or (component is not None and not ctx.settings.installs(component)):

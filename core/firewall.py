@@ -89,6 +89,8 @@ def _both(role: Role, port: int, source: Source, purpose: str, high: Optional[in
 
 def firewall_matrix(settings: Settings) -> list[Rule]:
     """Every allowed inbound flow, in a stable order. Anything not listed is dropped."""
+    from core.plan import load_balancer_cidrs  # the planner's addresses (core.plan imports no firewall)
+
     admin = Cidrs("adminCidrs", tuple(settings.admin_cidrs))
     sip = Cidrs("sipCidrs", tuple(settings.sip_cidrs))
     api = Cidrs("apiCidrs", tuple(settings.effective_api_cidrs))
@@ -122,10 +124,14 @@ def firewall_matrix(settings: Settings) -> list[Rule]:
     rules.append(Rule(M, "tcp", (8031, 8031), A, "mod-kazoo"))
     rules.append(Rule(M, "tcp", EPHEMERAL_PORTS, A, "mod-kazoo-events"))
 
-    # Kazoo applications: the API and the UI from apiCidrs; media and fax proxies for FreeSWITCH.
-    rules.append(Rule(A, "tcp", (8000, 8000), api, "crossbar"))
+    # Kazoo applications: the API and the UI from apiCidrs, or, with dns.zone, from the cloud's load
+    # balancer that terminates HTTPS for them (plain HTTP then stays on the private network);
+    # media and fax proxies for FreeSWITCH.
+    lb = load_balancer_cidrs(settings)
+    web = Cidrs("loadBalancer", lb) if lb else api
+    rules.append(Rule(A, "tcp", (8000, 8000), web, "crossbar"))
     if settings.sources.monster_ui is not None:
-        rules.append(Rule(A, "tcp", (80, 80), api, "monster-ui-http"))
+        rules.append(Rule(A, "tcp", (80, 80), web, "monster-ui-http"))
     rules.append(Rule(A, "tcp", (24517, 24518), M, "media-proxy"))
     rules.append(Rule(A, "tcp", (30950, 30950), M, "fax-proxy"))
 

@@ -134,8 +134,10 @@ def plan_steps(settings: Settings, plan: Plan) -> list[Step]:
             ecallmgr_step(name, None, ("allow-carrier", name, cidr), ("remove-acl", name))
 
         master = settings.master_account
-        # Monster UI's apps are registered with the API address browsers use: the host's public IP.
-        api = [f"http://{PUBLIC_IP}:8000/v2"] if settings.sources.monster_ui is not None else []
+        # Monster UI's apps are registered with the API address browsers use: the load balancer's
+        # name with dns.zone, else the host's public IP.
+        api_url = f"https://api.{settings.domain}/v2" if settings.tls_api else f"http://{PUBLIC_IP}:8000/v2"
+        api = [api_url] if settings.sources.monster_ui is not None else []
         steps.append(
             Step(
                 "master-account",

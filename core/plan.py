@@ -53,6 +53,10 @@ class Host:
     def carries(self, role: Role) -> bool:
         return role in self.roles
 
+    @property
+    def carries_application(self) -> bool:
+        return Role.APPLICATION in self.roles
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -62,6 +66,9 @@ class Plan:
     network_cidr: str
     subnets: dict[str, str]  # zone -> subnet CIDR (Hetzner: one subnet for the network zone)
     hosts: tuple[Host, ...] = field(default_factory=tuple)
+    # The API's load balancer on the private network (with dns.zone): where crossbar's traffic comes
+    # from. Hetzner: its own address in the network; AWS: two subnets of its own (an ALB spans two zones).
+    load_balancer_cidrs: tuple[str, ...] = ()
 
     def with_role(self, role: Role) -> list[Host]:
         return [h for h in self.hosts if h.carries(role)]
@@ -147,4 +154,25 @@ def plan_hosts(settings: Settings) -> Plan:
         network_cidr=settings.network.cidr,
         subnets=subnets,
         hosts=tuple(hosts),
+        load_balancer_cidrs=load_balancer_cidrs(settings),
     )
+
+
+# The spare role slot of a zone's block (slots 6 and 7 hold no role) on Hetzner; the network's last
+# zone block on AWS, which a plan never gives a zone (at most 7 zones then).
+LB_SLOT = 6
+
+
+def load_balancer_cidrs(settings: Settings) -> tuple[str, ...]:
+    """Where the API's load balancer reaches the application hosts from (with dns.zone), else ()."""
+    if not settings.tls_api:
+        return ()
+    subnets = _subnets(settings)
+    if settings.cloud is Cloud.HETZNER:
+        subnet = next(iter(subnets.values()))
+        block = list(ipaddress.ip_network(subnet).subnets(prefixlen_diff=SLOT_BITS))[LB_SLOT]
+        return (f"{block.network_address + HOST_OFFSET}/32",)
+    blocks = list(ipaddress.ip_network(settings.network.cidr).subnets(prefixlen_diff=ZONE_BITS))
+    if len(subnets) >= len(blocks):
+        raise PlanError(f"kazoo:aws.zones: with dns.zone, at most {len(blocks) - 1} zones fit the network plan")
+    return tuple(str(half) for half in blocks[-1].subnets(prefixlen_diff=1))

@@ -42,7 +42,8 @@ ROLE_SECRETS: dict[Role, frozenset[str]] = {
     Role.APPLICATION: frozenset({"erlang_cookie", "couchdb_password", "rabbitmq_password"}),
     Role.MEDIA: frozenset({"erlang_cookie"}),  # mod_kazoo talks Erlang to ecallmgr, nothing else
     # the kazoo module's AMQP URLs and the password of its own PostgreSQL
-    Role.PROXY: frozenset({"rabbitmq_password", "kamailio_db_password"}),
+    # (and, with sip.tls, the private key of the SIP domain's certificate)
+    Role.PROXY: frozenset({"rabbitmq_password", "kamailio_db_password", "sip_tls_key"}),
 }
 
 

@@ -148,6 +148,18 @@ def _ssh_only_from_admin_cidrs(args: ResourceValidationArgs, report: ReportViola
                 report(f"SSH open to {cidr}: open it to the admins' CIDRs only (set adminCidrs in the policy config)")
 
 
+def _api_open_to_world_only_over_tls(args: ResourceValidationArgs, report: ReportViolation) -> None:
+    """Crossbar's plain HTTP (8000) and Monster UI's (80) open to the whole internet carry the master
+    password in clear: such a stack must put them behind the load balancer (dns.zone)."""
+    for rule in ingress_rules(args.resource_type, args.props):
+        for port, what in ((8000, "crossbar"), (80, "Monster UI")):
+            if rule.covers(port, port, protocol="tcp") and rule.role == "application":
+                world = [c for c in rule.internet if ipaddress.ip_network(c, strict=False).prefixlen == 0]
+                if world:
+                    report(f"{what} ({port}, plain HTTP) open to {world[0]}: a world-open API must be HTTPS "
+                           "(set dns.zone: the cloud's load balancer terminates TLS)")
+
+
 DATA_VOLUMES = {"aws:ebs/volume:Volume": "tags", "hcloud:index/volume:Volume": "labels"}
 
 
@@ -220,6 +232,9 @@ ALL_POLICIES = [
             _ssh_only_from_admin_cidrs,
             PolicyConfigSchema(properties={"adminCidrs": {"type": "array", "items": {"type": "string"}},
                                            "bastionCidrs": {"type": "array", "items": {"type": "string"}}})),
+    _policy("kazoo-world-open-api-over-tls-only",
+            "The API is open to the whole internet only over HTTPS.",
+            _api_open_to_world_only_over_tls),
     _policy("kazoo-database-volumes-protected",
             "CouchDB data volumes are protected from deletion.",
             _database_volumes_protected),

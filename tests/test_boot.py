@@ -30,6 +30,7 @@ import pytest
 
 import nspawn
 import upstream
+from tls_ca import TestCA
 from core.bootstrap import CLOUD_INIT_DIR, HostContext, config_bundle, render_user_data
 from core.kamailio import kamailio_plan
 from core.plan import Plan, plan_hosts
@@ -40,6 +41,7 @@ from harness import stack_config
 pytestmark = pytest.mark.skipif(nspawn.tools_available() is not None, reason=str(nspawn.tools_available()))
 
 MIRROR_IP, MIRROR_PORT = "10.20.255.251", 8080
+MAXIMAL_DOMAIN = "maximal.hetzner.voip.example.com"  # the SIP domain of the maximal example stack
 METADATA_IP = "169.254.169.254"  # the clouds' metadata service, stood in for by the mirror namespace
 PHONES = "10.20.250.0/24"  # the maximal stack's sipCidrs
 PHONE_IPS = {"phone": "10.20.250.10", "phone2": "10.20.250.11"}
@@ -53,11 +55,14 @@ TOOLS = Path(__file__).parent
 AMQP = str(TOOLS / "amqp_login.py")
 
 
-def maximal_overrides() -> dict:
+def maximal_overrides(certificate: tuple[str, str]) -> dict:
     return {
         "bootstrap": {"skip": ["couchdb", "kazoo", "freeswitch"]},
         "roles": {"proxy": {"image": "debian-13"}},
         "sipCidrs": [PHONES],
+        "sip": {"tls": True},
+        "sipTlsCertificate": certificate[0],
+        "sipTlsKey": certificate[1],
         "sources": {
             "kamailio": {"repo": "debian", "version": "6.0.*"},
             "kamailioConfigs": {"url": f"http://{MIRROR_IP}:{MIRROR_PORT}/kamailio-configs.tar.gz",
@@ -148,6 +153,9 @@ def clouds(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("boot")
     tag = f"kz{os.getpid() % 100000}"
     made: dict[str, Cloud] = {}
+    ca = TestCA(workdir / "ca")
+    first = ca.issue(MAXIMAL_DOMAIN, 1001)
+    SECRETS["sip_tls_key"] = first[1]
     try:
         made["single"] = Cloud(*CLOUDS["single"][:2], CLOUDS["single"][2], workdir, f"{tag}s-")
         # A stand-in for the openkazoo `erlang` package's /usr/local/bin/erl (OTP 26, which Debian's
@@ -156,7 +164,8 @@ def clouds(tmp_path_factory):
         fake_erl.parent.mkdir(parents=True, exist_ok=True)
         fake_erl.write_text("#!/bin/sh\necho 'stand-in for OTP 26: RabbitMQ 3.10 cannot run here' >&2\nexit 1\n")
         fake_erl.chmod(0o755)
-        made["maximal"] = Cloud(CLOUDS["maximal"][0], maximal_overrides(), CLOUDS["maximal"][2], workdir, f"{tag}m-")
+        made["maximal"] = Cloud(CLOUDS["maximal"][0], maximal_overrides(first), CLOUDS["maximal"][2], workdir, f"{tag}m-")
+        made["maximal"].ca = ca
         made["maximal"].serve_mirror(workdir)
         for cloud in made.values():  # every host boots at once, as on a cloud
             for host in cloud.hosts.values():
@@ -433,6 +442,44 @@ def test_a_flood_from_one_source_is_cut_off_while_another_still_gets_through(clo
     assert sent == 1000 and answered < 300, answered  # without antiflood every one is answered
     journal = host.exec("journalctl", "--no-pager", "-b").stdout
     assert "due to rate of requests" in journal
+
+
+def test_sip_over_tls_answers_and_a_renewed_certificate_is_reloaded_in_place(clouds, tmp_path):
+    """Kamailio's TLS listener (tls-role.cfg, certificate from the stack) answers OPTIONS with the
+    SIP domain's certificate; a renewal pushed as a new bundle is reloaded (tls.reload over the
+    jsonrpcs FIFO) without a restart: a TLS connection opened before it still gets answers."""
+    cloud, host, planned = proxy(clouds)
+    address, ca = cloud.public_ips["proxy1"], str(cloud.ca.cert)
+    tls = [sys.executable, str(TOOLS / "sip_tls.py"), address, "5061", ca, MAXIMAL_DOMAIN]
+    serial, status = nspawn.run("ip", "netns", "exec", cloud.ns("phone2"), *tls, timeout=60).stdout.split(" ", 1)
+    assert serial == "1001" and status.strip() == "SIP/2.0 200 Rawr!!"
+
+    renewed = tmp_path / "renewed"
+    kept = subprocess.Popen(["ip", "netns", "exec", cloud.ns("phone2"), *tls, str(renewed)],
+                            stdout=subprocess.PIPE, text=True)
+    first_line = kept.stdout.readline().split()
+    assert first_line[0] == "1001"
+    main_pid = host.exec("systemctl", "show", "-p", "MainPID", "--value", "kamailio").stdout.strip()
+
+    certificate = cloud.ca.issue(MAXIMAL_DOMAIN, 1002)
+    settings = load_settings(stack_config("hetzner-maximal", {**maximal_overrides(certificate)}))
+    plan = plan_hosts(settings)
+    bundle = config_bundle(HostContext(plan.host("proxy1"), plan, settings, address,
+                                       {**SECRETS, "sip_tls_key": certificate[1]}))
+    pid = str(host.init_pid())
+    push = subprocess.run(["nsenter", "-t", pid, "-m", "-u", "-i", "-n", "-p", "--", "runuser", "-u", "ops", "--",
+                           "bash", "-c", (CLOUD_INIT_DIR / "remote" / "receive-config.sh").read_text()],
+                          input=bundle, capture_output=True, text=True, timeout=180)
+    assert push.returncode == 0, push.stdout + push.stderr
+    assert "updated /etc/kazoo/kamailio/certs/cert.pem" in push.stdout
+    assert "TLS certificate of kamailio in force" in push.stdout and "restart kamailio" not in push.stdout
+    assert host.exec("systemctl", "show", "-p", "MainPID", "--value", "kamailio").stdout.strip() == main_pid
+
+    renewed.touch()
+    second = kept.communicate(timeout=60)[0].strip()
+    assert second == "SIP/2.0 200 Rawr!!"  # the connection opened before the renewal is still served
+    serial, status = nspawn.run("ip", "netns", "exec", cloud.ns("phone2"), *tls, timeout=60).stdout.split(" ", 1)
+    assert serial == "1002" and status.strip() == "SIP/2.0 200 Rawr!!"  # new connections get the new one
 
 
 def test_only_root_reaches_the_metadata_service(clouds):

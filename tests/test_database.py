@@ -413,13 +413,10 @@ find /opt/couchdb/etc -name '*.ini' -o -name vm.args -exec chmod 0640 {} \;
 chmod 0750 /var/log/couchdb
 echo "apt-get: couchdb installed (mode $mode)" >> "$STUB_STATE/calls.log"
 """.replace("__DEFAULT_INI__", DEFAULT_INI.strip()).replace("__LOCAL_INI__", SHIPPED_LOCAL_INI.replace("\n", "\\n"))
-# The data volume: /dev/vdb, formatted, mounted (install-database.sh's disk block only asks).
-DISK_SHIMS = {
-    "findmnt": "#!/bin/sh\necho /dev/vda1\n",
-    "lsblk": '#!/bin/sh\ncase "$*" in\n  *PKNAME*) echo vda ;;\n  *NAME,TYPE*) printf "/dev/vda disk\\n/dev/vdb disk\\n" ;;\n  *) echo vdb ;;\nesac\n',
-    "blkid": '#!/bin/sh\ncase "$*" in *UUID*) echo 5e1f2a3b-0000-4000-8000-00000000c0db ;; esac\nexit 0\n',
-    "mountpoint": "#!/bin/sh\nexit 0\n",
-}
+# The data volume: data-volume.sh runs for real on loop devices in tests/test_data_volume.py; here a
+# stand-in leaves /srv/couchdb as a mounted volume would (an empty directory).
+DATA_VOLUME = "#!/bin/bash\nmkdir -p /srv/couchdb\necho \"data-volume.sh $*\" >> \"$STUB_STATE/calls.log\"\n"
+DISK_SHIMS: dict[str, str] = {}
 
 
 def shim_dir(tmp: Path) -> Path:
@@ -443,8 +440,10 @@ def install_host(tmp: Path, ctx: HostContext) -> tuple[FakeHost, str, dict]:
         target.chmod(int(mode, 8))
     (tmp / "srv").mkdir()
     # /srv and /run are not overlaid: a directory of the test's and a tmpfs stand in for them
+    (tmp / "data-volume.sh").write_text(DATA_VOLUME)
     setup = f"""set -e
 install -m 0755 {CLOUD_INIT_DIR}/scripts/install-database.sh /opt/kazoo-bootstrap/
+install -m 0755 {tmp}/data-volume.sh /opt/kazoo-bootstrap/
 mkdir -p /etc/kazoo-bootstrap/files
 cp -a --no-preserve=ownership {staged}/. /etc/kazoo-bootstrap/files/
 mount --bind {tmp}/srv /srv
@@ -520,8 +519,10 @@ def test_what_install_database_leaves_boots_and_clusters(tmp_path):
     ctxs = contexts("aws-maximal", {"sources": {"couchdb": {"repo": "debian"}}})
     host = FakeHost(tmp_path, {})
     (tmp_path / "host.env").write_text(render_template("host.env.j2", ctxs[0]))
+    (tmp_path / "data-volume.sh").write_text(DATA_VOLUME)
     lines = ["set -e", "mount -t tmpfs tmpfs /run",
-             f"install -m 0755 {CLOUD_INIT_DIR}/scripts/install-database.sh /opt/kazoo-bootstrap/"]
+             f"install -m 0755 {CLOUD_INIT_DIR}/scripts/install-database.sh /opt/kazoo-bootstrap/",
+             f"install -m 0755 {tmp_path}/data-volume.sh /opt/kazoo-bootstrap/"]
     hosts = []
     for i, ctx in enumerate(ctxs, 1):
         node = tmp_path / "node" / ctx.host.name

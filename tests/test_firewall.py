@@ -6,10 +6,15 @@ from core.firewall import INTERNAL_PORTS, firewall_matrix, internal_port_names, 
 from core.roles import Role
 from core.settings import WORLD, load_settings
 from harness import run_stack_file, stack_config
+from tls_ca import TestCA
 
 ADMIN = "203.0.113.0/24"
 CARRIERS = "192.0.2.0/28"
-# Everything the internet may reach, and nothing more: (role, protocol, ports).
+# Everything the internet may reach, and nothing more: (role, protocol, ports). Written from the
+# upstream port lists, not from core/firewall.py: Kamailio's SIP listeners UDP/TCP 5060 and the ALG
+# port 7000 (openkazoo/kamailio-configs local.cfg UDP_SIP, TCP_SIP, UDP_ALG_SIP, TCP_ALG_SIP) and
+# FreeSWITCH's RTP range (kazoo-configs-freeswitch 4.3 autoload_configs/switch.conf.xml
+# rtp-start-port 16384, rtp-end-port 32768).
 WORLD_OPEN = {
     ("proxy", "udp", (5060, 5060)),
     ("proxy", "tcp", (5060, 5060)),
@@ -28,8 +33,10 @@ def test_world_reaches_only_sip_and_rtp():
     assert opened == WORLD_OPEN
 
 
-def test_tls_and_websockets_add_their_ports_on_proxies_only():
-    opened = {(r.role.value, r.protocol, r.ports) for r in matrix(sip={"tls": True, "websockets": True}) if r.from_world}
+def test_tls_and_websockets_add_their_ports_on_proxies_only(tmp_path):
+    certificate, key = TestCA(tmp_path).issue("maximal.aws.voip.example.com", 1)
+    tls = matrix(sip={"tls": True, "websockets": True}, sipTlsCertificate=certificate, sipTlsKey=key)
+    opened = {(r.role.value, r.protocol, r.ports) for r in tls if r.from_world}
     assert opened - WORLD_OPEN == {
         ("proxy", "tcp", (5061, 5061)),
         ("proxy", "tcp", (7001, 7001)),
@@ -39,7 +46,7 @@ def test_tls_and_websockets_add_their_ports_on_proxies_only():
 
 
 def test_no_internal_port_from_any_cidr_list():
-    for rule in matrix(sipCidrs=["0.0.0.0/0"], apiCidrs=["0.0.0.0/0"]):
+    for rule in matrix(sipCidrs=["0.0.0.0/0"], apiCidrs=["0.0.0.0/0"], dns={"zone": "aws.voip.example.com"}):
         if rule.public and rule.source.name != "carrierCidrs":
             assert internal_port_names(rule) == [], rule
 

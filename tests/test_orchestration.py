@@ -129,10 +129,10 @@ def test_the_pushed_bundle_is_what_the_host_renders(maximal):
     assert re.fullmatch(r"[A-Za-z0-9+/=]+", bundle)
     names = subprocess.run(["bash", "-c", "base64 -d | tar -tzf -"], input=bundle, capture_output=True, text=True)
     listed = set(names.stdout.split())
-    assert {"etc/kazoo-bootstrap/files/etc/kazoo/core/config.ini", "etc/kazoo-bootstrap/files/etc/hosts",
+    assert {"etc/kazoo-bootstrap/files/etc/kazoo/config.ini", "etc/kazoo-bootstrap/files/etc/hosts",
             "opt/kazoo-bootstrap/configure.sh", "opt/kazoo-bootstrap/remote/ecallmgr.sh"} <= listed
     config = subprocess.run(
-        ["bash", "-c", "base64 -d | tar -xzOf - etc/kazoo-bootstrap/files/etc/kazoo/core/config.ini"],
+        ["bash", "-c", "base64 -d | tar -xzOf - etc/kazoo-bootstrap/files/etc/kazoo/config.ini"],
         input=bundle, capture_output=True, text=True,
     ).stdout
     for broker in plan.with_role(Role.BROKER):
@@ -171,9 +171,10 @@ def test_each_host_key_is_installed_by_cloud_init_and_pinned(stack, host):
             assert cmd.inputs["connection"]["hostKey"] == key.state["publicKeyOpenssh"].strip(), name
 
 
-def test_a_given_private_key_replaces_the_generated_one():
-    pem = "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n"
-    result = run_stack_file("hetzner-single", secrets={"kazoo:signalwireToken": "t", "kazoo:sshPrivateKey": pem})
+def test_a_given_private_key_replaces_the_generated_one(tmp_path):
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "key")], check=True)
+    pem = (tmp_path / "key").read_text()  # a real unencrypted OpenSSH key: the settings parse it
+    result = run_stack_file("hetzner-single", secrets={"kazoo:sshPrivateKey": pem})
     assert [r.name for r in result.of_type("index/privateKey:PrivateKey")] == ["kazoo1-ssh-host-key"]
     assert commands(result)["wait-kazoo1"].inputs["connection"]["privateKey"] == pem
 

@@ -16,6 +16,7 @@ import pytest
 
 import nspawn
 import upstream
+from tls_ca import TestCA
 from core.bootstrap import HostContext, rendered_files
 from core.kamailio import LISTENER_NAMES
 from core.plan import plan_hosts
@@ -36,11 +37,11 @@ def trixie() -> Path:
     return nspawn.debian_root("trixie")
 
 
-def proxy_configs(stack: str, overrides: dict | None = None):
+def proxy_configs(stack: str, overrides: dict | None = None, secrets: dict | None = None):
     settings = load_settings(stack_config(stack, overrides))
     plan = plan_hosts(settings)
     for host in plan.with_role(Role.PROXY):
-        files = rendered_files(HostContext(host, plan, settings, PUBLIC_IP, SECRETS))
+        files = rendered_files(HostContext(host, plan, settings, PUBLIC_IP, {**SECRETS, **(secrets or {})}))
         yield host, files["/etc/kazoo/kamailio/local.cfg"][0]
 
 
@@ -76,8 +77,10 @@ def test_every_proxy_config_parses_on_the_real_tree(trixie, stack, tmp_path):
 def test_tls_websockets_and_antiflood_roles_find_their_listeners(trixie, tmp_path):
     """tls-role.cfg listens on TLS_SIP/TLS_ALG_SIP, websockets-role.cfg on TCP_WS/TLS_WSS: names
     local.cfg must define (the last review found them undefined)."""
-    overrides = {"sip": {"tls": True, "websockets": True, "antiflood": True}}
-    host, local_cfg = next(proxy_configs("aws-maximal", overrides))
+    certificate, key = TestCA(tmp_path / "ca").issue("maximal.aws.voip.example.com", 7)
+    overrides = {"sip": {"tls": True, "websockets": True, "antiflood": True},
+                 "sipTlsCertificate": certificate, "sipTlsKey": key}
+    host, local_cfg = next(proxy_configs("aws-maximal", overrides, {"sip_tls_key": key}))
     assert "#!trydef ANTIFLOOD_ROLE" in local_cfg and "#!trydef TLS_ROLE" in local_cfg
     run = kamailio_check(trixie, local_cfg, tmp_path)
     out = run.stdout + run.stderr

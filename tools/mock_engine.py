@@ -87,11 +87,31 @@ class Mocks(pulumi.runtime.Mocks):
                 state["ipAddress"] = ip
             if typ == "hcloud:index/server:Server":
                 state["ipv4Address"] = ip
+            if typ == "hcloud:index/loadBalancer:LoadBalancer":
+                state["ipv4"] = ip
             if typ == "hcloud:index/volume:Volume":
                 state["linuxDevice"] = f"/dev/disk/by-id/scsi-0HC_Volume_{rid}"
         elif typ == "aws:ec2/eip:Eip":
             rid = f"eipalloc-{n:08x}"
             state.update(publicIp=ip, allocationId=rid)
+        elif typ == "aws:acm/certificate:Certificate":
+            rid = f"arn:aws:acm:mock:{n:08x}"
+            domains = [args.inputs.get("domainName"), *args.inputs.get("subjectAlternativeNames", [])]
+            state.update(arn=rid, domainValidationOptions=[
+                {"domainName": d, "resourceRecordName": f"_{n:08x}.{d}.", "resourceRecordType": "CNAME",
+                 "resourceRecordValue": f"_{n:08x}.acm-validations.aws."} for d in domains])
+        elif typ == "aws:acm/certificateValidation:CertificateValidation":
+            rid = f"{args.name}-{n:08x}"
+            state["certificateArn"] = args.inputs.get("certificateArn")
+        elif typ == "aws:lb/loadBalancer:LoadBalancer":
+            rid = f"arn:aws:elasticloadbalancing:mock:{n:08x}"
+            state.update(arn=rid, dnsName=f"{args.name}-{n:08x}.elb.amazonaws.com", zoneId="Z215JYRZR1TBD5")
+        elif typ in ("aws:lb/targetGroup:TargetGroup", "aws:lb/listener:Listener"):
+            rid = f"arn:aws:elasticloadbalancing:mock:{args.name}-{n:08x}"
+            state["arn"] = rid
+        elif typ == "aws:route53/record:Record":
+            rid = f"{args.name}-{n:08x}"
+            state["fqdn"] = str(args.inputs.get("name", "")).rstrip(".")
         elif typ == "aws:ebs/volume:Volume":
             rid = f"vol-{n:017x}"
         elif typ == "aws:ec2/instance:Instance":
@@ -131,6 +151,8 @@ class Mocks(pulumi.runtime.Mocks):
             region = args.args.get("region", "eu-central-1")
             letters = "acd" if region == "ap-northeast-1" else "abc"
             return {"names": [f"{region}{x}" for x in letters], "zoneIds": [], "id": region}
+        if args.token == "aws:route53/getZone:getZone":
+            return {"zoneId": "Z0MOCKZONE", "name": args.args.get("name"), "id": "Z0MOCKZONE"}
         if args.token == "aws:ec2/getAmi:getAmi":
             return {"id": "ami-0debian12mock", "imageId": "ami-0debian12mock", "name": "debian-12-amd64-mock"}
         return {}

@@ -19,11 +19,15 @@ for n in $(seq 1 "${WAIT_TRIES:-90}"); do
 done
 
 # The openkazoo package ships no prompts (2600hz/kazoo-sounds is a separate tree): import them only
-# when they are there. import_prompts always exits 0: read its output.
+# when they are there. import_prompts always exits 0: read its output. It reads the directory as the
+# Kazoo node's account: one it cannot list yields "failed to find media files", not an error
+# (kazoo 4.3 core/kazoo_media/src/kazoo_media_maintenance.erl import_prompts/2).
 if [ -d "$prompts" ]; then
   out=$(kz_sup_checked kazoo_media_maintenance import_prompts "$prompts")
   printf '%s\n' "$out"
-  [[ $out == *"errors encountered"* || $out == *"inaccessible"* ]] && die "import_prompts: $out"
+  case $out in
+    *"errors encountered"* | *"inaccessible"* | *"failed to find media files"*) die "import_prompts: $out" ;;
+  esac
 else
   log "no prompts at $prompts: not imported"
 fi

@@ -25,6 +25,7 @@ services_of() {
     /etc/kazoo/kazoo_apps.* | /etc/systemd/system/kazoo-applications.service.d/*) echo kazoo-applications ;;
     /etc/kazoo/ecallmgr.* | /etc/systemd/system/kazoo-ecallmgr.service.d/*) echo kazoo-ecallmgr ;;
     /etc/kazoo/kamailio/postgresql.conf) echo postgresql kamailio ;;
+    /etc/kazoo/kamailio/certs/*) echo kamailio-tls ;;
     /etc/kazoo/kamailio/* | /etc/default/kamailio | /etc/systemd/system/kamailio.service) echo kamailio ;;
     /etc/kazoo/freeswitch/* | /etc/systemd/system/freeswitch.service) echo freeswitch ;;
     /etc/nginx/*) echo nginx ;;
@@ -37,7 +38,7 @@ component_of() {
   case $1 in
     rabbitmq-server) echo rabbitmq ;;
     kazoo-*) echo kazoo ;;
-    postgresql) echo kamailio ;;
+    postgresql | kamailio-tls) echo kamailio ;;
     *) echo "$1" ;;
   esac
 }
@@ -122,12 +123,24 @@ action_of() {
 }
 
 # The order services restart in: data and bus before what uses them.
-ORDER="postgresql couchdb rabbitmq-server haproxy kazoo-applications kazoo-ecallmgr freeswitch kamailio nginx"
+ORDER="postgresql couchdb rabbitmq-server haproxy kazoo-applications kazoo-ecallmgr freeswitch kamailio kamailio-tls nginx"
 failed=()
+restarted=" "
 for service in $ORDER; do
   [ -e "$PENDING/$service" ] || continue
   if skipped "$(component_of "$service")"; then
     rm -f "$PENDING/$service"
+    continue
+  fi
+  if [ "$service" = kamailio-tls ]; then
+    # A renewed certificate: Kamailio reloads it in place (tls.reload), so registrations and open
+    # TCP/TLS connections stay. Not needed when Kamailio has just restarted with it.
+    if [[ $restarted == *" kamailio "* ]] || ! systemctl is-active --quiet kamailio || kamailio_rpc tls.reload; then
+      log "TLS certificate of kamailio in force"
+      rm -f "$PENDING/$service"
+    else
+      failed+=("$service")
+    fi
     continue
   fi
   # A unit that does not exist is an error, not a quiet skip: `systemctl list-unit-files X` exits 1
@@ -144,6 +157,7 @@ for service in $ORDER; do
   elif systemctl "$action" "$service"; then
     log "$action $service"
     rm -f "$PENDING/$service"
+    restarted+="$service "
   else
     failed+=("$service")
   fi

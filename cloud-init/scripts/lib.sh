@@ -52,6 +52,21 @@ restart_if_pending() {
   log "restart $1"
 }
 
+# kamailio_rpc METHOD: a Kamailio RPC through the jsonrpcs module's FIFO (loaded by the kazoo tree's
+# default.cfg with its defaults: /run/kamailio/kamailio_rpc.fifo; the reply comes back on a FIFO the
+# caller names, in the same directory). Works with builds that ship no kamcmd (openkazoo's).
+kamailio_rpc() {
+  local dir=/run/kamailio reply out
+  [ -p "$dir/kamailio_rpc.fifo" ] || return 1
+  reply="kazoo-rpc-$$.fifo"
+  mkfifo -m 0660 "$dir/$reply" && chown kamailio:kamailio "$dir/$reply"
+  printf '{"jsonrpc": "2.0", "method": "%s", "reply_name": "%s", "id": 1}\n' "$1" "$reply" > "$dir/kamailio_rpc.fifo"
+  out=$(timeout 10 cat "$dir/$reply" || true)
+  rm -f "$dir/$reply"
+  printf '%s\n' "$out"
+  [[ $out == *'"result"'* && $out != *'"error"'* ]]
+}
+
 # True when the stack's bootstrap.skip names this component.
 skipped() { [[ " ${KAZOO_SKIP:-} " == *" $1 "* ]]; }
 

@@ -12,9 +12,10 @@ from typing import Optional
 import pulumi
 import pulumi_aws as aws
 
-from components.clouds.base import CloudSeam, NetworkRefs, ServerRefs, resource_name
+from components.clouds.base import CloudSeam, NetworkRefs, ServerRefs, WebEndpoint, resource_name
 from core.bootstrap import encode_user_data
 from core.firewall import FIREWALL_ROLE_LABEL, Rule
+from core.names import TTL
 from core.plan import Host, Plan
 from core.roles import ALL_ROLES, Role
 
@@ -42,6 +43,7 @@ class AwsSeam(CloudSeam):
         super().__init__(settings, stack)
         self._provider: Optional[aws.Provider] = None
         self._ami: Optional[pulumi.Output[str]] = None
+        self._zone: Optional[pulumi.Output[str]] = None
 
     # One explicit provider, so the stack's region is the one in kazoo:aws.region.
     def opts(self, parent, **kwargs) -> pulumi.ResourceOptions:
@@ -143,6 +145,7 @@ class AwsSeam(CloudSeam):
             subnet_ids={zone: s.id for zone, s in subnets.items()},
             subnet_resources=list(subnets.values()),
             security_groups=groups,
+            route_table_id=routes.id,
         )
 
     def role_firewall(self, role: Role, rules: list[Rule], network: NetworkRefs, parent) -> None:
@@ -265,4 +268,155 @@ class AwsSeam(CloudSeam):
             )
             ready.append(attachment)
         public = self.address_of(public_ip) if public_ip is not None else instance.public_ip
-        return ServerRefs(server=instance, public_ip=public, private_ip=host.private_ip, ready=ready)
+        return ServerRefs(server=instance, public_ip_resource=public_ip, public_ip=public, private_ip=host.private_ip,
+                          ready=ready)
+
+    # ----- names (dns.zone): Route53, reverse DNS on Elastic IPs, an ALB with an ACM certificate ----
+
+    def _zone_id(self, zone: str) -> pulumi.Output[str]:
+        if self._zone is None:
+            self._zone = aws.route53.get_zone_output(name=zone, private_zone=False).zone_id
+        return self._zone
+
+    def dns_address(self, zone, fqdn, address, key, parent) -> pulumi.Resource:
+        return aws.route53.Record(
+            f"dns-{key}-a",
+            zone_id=self._zone_id(zone),
+            name=fqdn,
+            type="A",
+            ttl=TTL,
+            records=[address],
+            opts=self.opts(parent),
+        )
+
+    def dns_record_set(self, zone, records, parent) -> pulumi.Resource:
+        return aws.route53.Record(
+            f"dns-{records.key}",
+            zone_id=self._zone_id(zone),
+            name=records.name,
+            type=records.type,
+            ttl=TTL,
+            records=list(records.values),
+            opts=self.opts(parent),
+        )
+
+    def reverse_dns(self, host, refs, forward, parent) -> pulumi.Resource:
+        # AWS sets an Elastic IP's PTR only when the forward name resolves to it
+        return aws.ec2.EipDomainName(
+            f"{host.name}-rdns",
+            allocation_id=refs.public_ip_resource.allocation_id,
+            domain_name=host.fqdn,
+            opts=self.opts(parent, depends_on=[forward]),
+        )
+
+    def web_endpoint(self, names, plan, network, apps, parent) -> WebEndpoint:
+        """An application load balancer in two subnets of its own (an ALB spans two zones), admitting
+        apiCidrs on 443, an ACM certificate for the names validated in Route53, crossbar (and
+        Monster UI by name) as health-checked target groups of every application host."""
+        region = self.settings.aws.region
+        zones = aws.get_availability_zones_output(
+            region=region, state="available",
+            filters=[aws.GetAvailabilityZonesFilterArgs(name="opt-in-status", values=["opt-in-not-required"])],
+            opts=pulumi.InvokeOptions(provider=self.opts(parent).provider),
+        ).names
+        subnets = []
+        for i, cidr in enumerate(plan.load_balancer_cidrs):
+            subnet = aws.ec2.Subnet(
+                f"web-lb-subnet-{i + 1}",
+                vpc_id=network.network_id,
+                cidr_block=cidr,
+                availability_zone=zones.apply(lambda names, i=i: sorted(names)[i]),
+                tags=self.tags(f"kazoo-{self.stack}-web-lb-{i + 1}"),
+                opts=self.opts(parent),
+            )
+            aws.ec2.RouteTableAssociation(
+                f"web-lb-subnet-{i + 1}", subnet_id=subnet.id, route_table_id=network.route_table_id,
+                opts=self.opts(parent),
+            )
+            subnets.append(subnet)
+        group = aws.ec2.SecurityGroup(
+            "web-lb-sg", vpc_id=network.network_id, description=f"Kazoo API load balancer ({self.stack})",
+            tags=self.tags(f"kazoo-{self.stack}-web-lb"), opts=self.opts(parent),
+        )
+        for cidr in (c for c in self.settings.effective_api_cidrs if ":" not in c):
+            for port in (443, 80):
+                aws.vpc.SecurityGroupIngressRule(
+                    resource_name("web-lb", "https" if port == 443 else "http", "from", cidr),
+                    security_group_id=group.id, ip_protocol="tcp", from_port=port, to_port=port, cidr_ipv4=cidr,
+                    description=f"{'HTTPS' if port == 443 else 'HTTP, redirected'} from apiCidrs {cidr}",
+                    tags={FIREWALL_ROLE_LABEL: "web"}, opts=self.opts(parent),
+                )
+        aws.vpc.SecurityGroupEgressRule(
+            "web-lb-to-hosts", security_group_id=group.id, ip_protocol="tcp", from_port=80, to_port=8000,
+            cidr_ipv4=plan.network_cidr, description="to crossbar and Monster UI on the hosts",
+            opts=self.opts(parent),
+        )
+        lb = aws.lb.LoadBalancer(
+            "web-lb", load_balancer_type="application", internal=False,
+            subnets=[s.id for s in subnets], security_groups=[group.id],
+            tags=self.tags(f"kazoo-{self.stack}-web"), opts=self.opts(parent),
+        )
+        domains = [n for n in (names.api, names.ui) if n]
+        certificate = aws.acm.Certificate(
+            "web-certificate", domain_name=domains[0], subject_alternative_names=domains[1:],
+            validation_method="DNS", tags=self.tags(f"kazoo-{self.stack}-web"), opts=self.opts(parent),
+        )
+        proofs = []
+        for domain in domains:
+            option = certificate.domain_validation_options.apply(
+                lambda options, d=domain: next(o for o in options if o.domain_name == d))
+            proofs.append(aws.route53.Record(
+                f"dns-certificate-{domain.split('.')[0]}",
+                zone_id=self._zone_id(names.zone),
+                name=option.apply(lambda o: o.resource_record_name),
+                type=option.apply(lambda o: o.resource_record_type),
+                records=[option.apply(lambda o: o.resource_record_value)],
+                ttl=60, allow_overwrite=True, opts=self.opts(parent),
+            ))
+        validated = aws.acm.CertificateValidation(
+            "web-certificate", certificate_arn=certificate.arn,
+            validation_record_fqdns=[p.fqdn for p in proofs], opts=self.opts(parent),
+        )
+
+        def target_group(key: str, port: int, path: str) -> aws.lb.TargetGroup:
+            tg = aws.lb.TargetGroup(
+                f"web-{key}", port=port, protocol="HTTP", target_type="instance", vpc_id=network.network_id,
+                health_check=aws.lb.TargetGroupHealthCheckArgs(path=path, port=str(port), matcher="200-499",
+                                                               interval=15, healthy_threshold=2),
+                tags=self.tags(f"kazoo-{self.stack}-{key}"), opts=self.opts(parent),
+            )
+            for name, refs in apps.items():
+                aws.lb.TargetGroupAttachment(f"web-{key}-{name}", target_group_arn=tg.arn, target_id=refs.server.id,
+                                             port=port, opts=self.opts(parent))
+            return tg
+
+        api = target_group("api", 8000, "/v2/")  # crossbar answers /v2/ without credentials with 401: alive
+        https = aws.lb.Listener(
+            "web-https", load_balancer_arn=lb.arn, port=443, protocol="HTTPS",
+            ssl_policy="ELBSecurityPolicy-TLS13-1-2-2021-06", certificate_arn=validated.certificate_arn,
+            default_actions=[aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=api.arn)],
+            opts=self.opts(parent),
+        )
+        aws.lb.Listener(
+            "web-http", load_balancer_arn=lb.arn, port=80, protocol="HTTP",
+            default_actions=[aws.lb.ListenerDefaultActionArgs(type="redirect", redirect=aws.lb.ListenerDefaultActionRedirectArgs(
+                port="443", protocol="HTTPS", status_code="HTTP_301"))],
+            opts=self.opts(parent),
+        )
+        if names.ui:
+            ui = target_group("ui", 80, "/")
+            aws.lb.ListenerRule(
+                "web-ui", listener_arn=https.arn, priority=10,
+                conditions=[aws.lb.ListenerRuleConditionArgs(
+                    host_header=aws.lb.ListenerRuleConditionHostHeaderArgs(values=[names.ui]))],
+                actions=[aws.lb.ListenerRuleActionArgs(type="forward", target_group_arn=ui.arn)],
+                opts=self.opts(parent),
+            )
+        return WebEndpoint(resources=[lb, validated, https], alias=(lb.dns_name, lb.zone_id))
+
+    def dns_alias(self, zone, fqdn, alias, key, parent) -> pulumi.Resource:
+        return aws.route53.Record(
+            f"dns-{key}-a", zone_id=self._zone_id(zone), name=fqdn, type="A",
+            aliases=[aws.route53.RecordAliasArgs(name=alias[0], zone_id=alias[1], evaluate_target_health=True)],
+            opts=self.opts(parent),
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import pulumi
 
@@ -13,6 +13,9 @@ from core.firewall import SCALE_DOWN_LABEL, Rule
 from core.plan import Host, Plan
 from core.roles import Role
 from core.settings import ScaleDown, Settings
+
+if TYPE_CHECKING:
+    from core.names import Names, RecordSet
 
 
 @dataclass
@@ -23,11 +26,23 @@ class NetworkRefs:
     subnet_ids: dict[str, pulumi.Output[Any]]  # zone -> subnet id
     subnet_resources: list[pulumi.Resource]  # servers wait for these (Hetzner needs the subnet)
     security_groups: dict[Role, pulumi.Resource] = field(default_factory=dict)  # AWS only
+    route_table_id: Optional[pulumi.Output[Any]] = None  # AWS: the public routes (for the load balancer's subnets)
+
+
+@dataclass
+class WebEndpoint:
+    """The API's load balancer: what the DNS names point at."""
+
+    resources: list[pulumi.Resource]
+    ipv4: Optional[pulumi.Output[str]] = None  # an address for A records (Hetzner)
+    alias: Optional[tuple[pulumi.Output[str], pulumi.Output[str]]] = None  # (DNS name, zone id) for an alias (AWS)
+    ui_port: int = 443  # where Monster UI answers
 
 
 @dataclass
 class ServerRefs:
     server: pulumi.Resource
+    public_ip_resource: Optional[pulumi.Resource]  # the lasting address (Primary IP / Elastic IP)
     public_ip: pulumi.Output[str]
     private_ip: str
     # What must exist before the host is reachable and whole: the server, its public IP association
@@ -96,6 +111,33 @@ class CloudSeam(ABC):
     @abstractmethod
     def address_of(self, public_ip: pulumi.Resource) -> pulumi.Output[str]:
         """The IPv4 address of a resource returned by public_ip()."""
+
+    # ----- names (dns.zone) -----------------------------------------------------------------
+
+    @abstractmethod
+    def dns_address(self, zone: str, fqdn: str, address: pulumi.Input[str], key: str, parent: pulumi.Resource
+                    ) -> pulumi.Resource:
+        """An A record `fqdn` -> `address` in the zone."""
+
+    @abstractmethod
+    def dns_record_set(self, zone: str, records: "RecordSet", parent: pulumi.Resource) -> pulumi.Resource:
+        """An SRV or NAPTR record set in the zone."""
+
+    @abstractmethod
+    def reverse_dns(self, host: Host, refs: ServerRefs, forward: pulumi.Resource, parent: pulumi.Resource
+                    ) -> pulumi.Resource:
+        """The PTR of the host's lasting public address: its FQDN (after the forward record exists)."""
+
+    @abstractmethod
+    def web_endpoint(self, names: "Names", plan: Plan, network: NetworkRefs, apps: dict[str, ServerRefs],
+                     parent: pulumi.Resource) -> WebEndpoint:
+        """The load balancer terminating HTTPS for the API (and Monster UI) with a managed certificate
+        for their names, health-checking every application host; the names point at it."""
+
+    def dns_alias(self, zone: str, fqdn: str, alias: tuple[pulumi.Output[str], pulumi.Output[str]], key: str,
+                  parent: pulumi.Resource) -> pulumi.Resource:
+        """An alias record to a load balancer (clouds whose balancers have names, not addresses)."""
+        raise NotImplementedError
 
     @abstractmethod
     def data_volume(self, host: Host, parent: pulumi.Resource) -> Optional[pulumi.Resource]:

@@ -12,11 +12,15 @@ from typing import Optional
 import pulumi
 import pulumi_hcloud as hcloud
 
-from components.clouds.base import CloudSeam, NetworkRefs, ServerRefs
+from components.clouds.base import CloudSeam, NetworkRefs, ServerRefs, WebEndpoint
 from core.bootstrap import encode_user_data
 from core.firewall import FIREWALL_ROLE_LABEL, Rule
+from core.names import TTL, relative
 from core.plan import Host, Plan
 from core.roles import Role
+
+
+UI_PORT = 8443  # Monster UI beside the API on one load balancer (Hetzner routes by port)
 
 
 def _int(output: pulumi.Output) -> pulumi.Output[int]:
@@ -161,4 +165,96 @@ class HetznerSeam(CloudSeam):
             )
             ready.append(attachment)
         public = self.address_of(public_ip) if public_ip else server.ipv4_address
-        return ServerRefs(server=server, public_ip=public, private_ip=host.private_ip, ready=ready)
+        return ServerRefs(server=server, public_ip_resource=public_ip, public_ip=public, private_ip=host.private_ip,
+                          ready=ready)
+
+    # ----- names (dns.zone): Hetzner DNS zones (RRsets), reverse DNS, a load balancer ------------
+
+    def dns_address(self, zone, fqdn, address, key, parent) -> pulumi.Resource:
+        return hcloud.ZoneRrset(
+            f"dns-{key}-a",
+            zone=zone,
+            name=relative(fqdn, zone),
+            type="A",
+            ttl=TTL,
+            records=[hcloud.ZoneRrsetRecordArgs(value=address)],
+            labels=self.labels(),
+            opts=self.opts(parent),
+        )
+
+    def dns_record_set(self, zone, records, parent) -> pulumi.Resource:
+        return hcloud.ZoneRrset(
+            f"dns-{records.key}",
+            zone=zone,
+            name=relative(records.name, zone),
+            type=records.type,
+            ttl=TTL,
+            records=[hcloud.ZoneRrsetRecordArgs(value=v) for v in records.values],
+            labels=self.labels(),
+            opts=self.opts(parent),
+        )
+
+    def reverse_dns(self, host, refs, forward, parent) -> pulumi.Resource:
+        ip = refs.public_ip_resource
+        return hcloud.Rdns(
+            f"{host.name}-rdns",
+            primary_ip_id=_int(ip.id),
+            ip_address=ip.ip_address,
+            dns_ptr=host.fqdn,
+            opts=self.opts(parent, depends_on=[forward]),
+        )
+
+    def web_endpoint(self, names, plan, network, apps, parent) -> WebEndpoint:
+        """A Hetzner load balancer on the private network (at the planned address the hosts' firewalls
+        let in), a managed certificate for the names (Hetzner validates it in its own DNS), HTTPS
+        443 -> crossbar 8000 and, with Monster UI, 8443 -> nginx 80: Hetzner routes by port, not by
+        name. Its health checks ask every application host."""
+        lb = hcloud.LoadBalancer(
+            "web-lb",
+            name=f"kazoo-{self.stack}-web",
+            load_balancer_type="lb11",
+            location=self.settings.hetzner.locations[0],
+            labels=self.labels(),
+            opts=self.opts(parent),
+        )
+        attached = hcloud.LoadBalancerNetwork(
+            "web-lb",
+            load_balancer_id=_int(lb.id),
+            network_id=_int(network.network_id),
+            ip=plan.load_balancer_cidrs[0].split("/")[0],
+            opts=self.opts(parent, depends_on=network.subnet_resources),
+        )
+        certificate = hcloud.ManagedCertificate(
+            "web-certificate",
+            name=f"kazoo-{self.stack}-web",
+            domain_names=[n for n in (names.api, names.ui) if n],
+            labels=self.labels(),
+            opts=self.opts(parent),
+        )
+        resources: list[pulumi.Resource] = [lb, attached, certificate]
+        for name, refs in apps.items():
+            resources.append(hcloud.LoadBalancerTarget(
+                f"web-lb-{name}",
+                type="server",
+                load_balancer_id=_int(lb.id),
+                server_id=_int(refs.server.id),
+                use_private_ip=True,
+                opts=self.opts(parent, depends_on=[attached]),
+            ))
+        services = [(443, 8000, "/v2/")] + ([(UI_PORT, 80, "/")] if names.ui else [])
+        for listen, destination, path in services:
+            resources.append(hcloud.LoadBalancerService(
+                f"web-lb-{listen}",
+                load_balancer_id=lb.id,
+                protocol="https",
+                listen_port=listen,
+                destination_port=destination,
+                http=hcloud.LoadBalancerServiceHttpArgs(certificates=[_int(certificate.id)], redirect_http=listen == 443),
+                health_check=hcloud.LoadBalancerServiceHealthCheckArgs(
+                    protocol="http", port=destination, interval=15, timeout=10, retries=3,
+                    # crossbar answers /v2/ without credentials with 401: alive
+                    http=hcloud.LoadBalancerServiceHealthCheckHttpArgs(path=path, status_codes=["2??", "3??", "4??"]),
+                ),
+                opts=self.opts(parent),
+            ))
+        return WebEndpoint(resources=resources, ipv4=lb.ipv4, ui_port=UI_PORT if names.ui else 443)

@@ -12,7 +12,9 @@ from core.settings.model import Settings
 
 # Keys whose values are secrets: an error about them never shows the value, and they belong in
 # `pulumi config set --secret` (the stack file then holds only ciphertext).
-SECRET_KEYS = ("sshPrivateKey", "masterPassword")
+SECRET_KEYS = ("sshPrivateKey", "masterPassword", "sipTlsKey")
+# Taken as they are, never decoded as JSON (a PEM block, a password that parses as a number).
+TEXT_KEYS = (*SECRET_KEYS, "sipTlsCertificate")
 # Keys earlier versions read, with what to do now (better than "unknown key").
 RETIRED_KEYS = {
     "signalwireToken": "no longer used: FreeSWITCH comes from the openkazoo repository (sources.freeswitch); "
@@ -66,7 +68,7 @@ def load_settings(raw: dict[str, Any]) -> Settings:
         if name in RETIRED_KEYS:
             raise SettingsError(f"{key}: {RETIRED_KEYS[name]}")
         # Secrets stay strings: a password that happens to parse as JSON is still that password.
-        data[name] = value if name in SECRET_KEYS else _decode(value)
+        data[name] = value if name in TEXT_KEYS else _decode(value)
     try:
         return Settings.model_validate(data)
     except SettingsError:

@@ -21,7 +21,9 @@ from core.settings.layout import (
     image_name,
 )
 from core.settings.sources import Archive, SourcesSettings
-from core.settings.values import Cidr, DnsName, SshPublicKey, Word, dns_name, host_name, ssh_private_key
+from core.settings.values import (
+    Cidr, DnsName, SshPublicKey, Word, dns_name, host_name, pem_certificate, pem_private_key, ssh_private_key,
+)
 
 WORLD_V4, WORLD_V6 = ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")
 
@@ -32,6 +34,13 @@ class SipSettings(Model):
     # kamailio-configs' antiflood role (pike rate limit per source, failed-auth lockout): the
     # "simple fraud and DDoS protection" a Kazoo proxy is there for.
     antiflood: StrictBool = True
+
+
+class DnsSettings(Model):
+    """Names in the cloud's own DNS: `zone` is the zone that holds `domain` (a Route53 hosted zone or
+    a Hetzner DNS zone, already there). Unset: no records, and the API is plain HTTP on the hosts."""
+
+    zone: Optional[DnsName] = None
 
 
 class BootstrapSettings(Model):
@@ -157,6 +166,7 @@ class Settings(Model):
     aws: AwsSettings = Field(default_factory=AwsSettings)
     sip: SipSettings = Field(default_factory=SipSettings)
     sources: SourcesSettings = Field(default_factory=SourcesSettings)
+    dns: DnsSettings = Field(default_factory=DnsSettings)
     bootstrap: BootstrapSettings = Field(default_factory=BootstrapSettings)
     scale_down: ScaleDown = Field(
         default=ScaleDown.PROTECT,
@@ -173,6 +183,26 @@ class Settings(Model):
     master_password: Optional[SecretStr] = Field(
         default=None, description="password of the master account's user (secret); default: generated"
     )
+    sip_tls_certificate: Optional[SecretStr] = Field(
+        default=None, description="PEM certificate chain of the SIP domain for Kamailio's TLS (with sip.tls)"
+    )
+    sip_tls_key: Optional[SecretStr] = Field(
+        default=None, description="its PEM private key (secret)"
+    )
+
+    @field_validator("sip_tls_certificate")
+    @classmethod
+    def _certificate(cls, value: Optional[SecretStr]) -> Optional[SecretStr]:
+        if value is not None:
+            pem_certificate(value.get_secret_value())
+        return value
+
+    @field_validator("sip_tls_key")
+    @classmethod
+    def _tls_key(cls, value: Optional[SecretStr]) -> Optional[SecretStr]:
+        if value is not None:
+            pem_private_key(value.get_secret_value())
+        return value
 
     @field_validator("image")
     @classmethod
@@ -259,6 +289,18 @@ class Settings(Model):
                     f"{NAMESPACE}:roles.{role.value}.image: only proxies may run another image "
                     "(the Kazoo 4.4 packages are built for Debian 12)"
                 )
+        if self.dns.zone and not (self.domain == self.dns.zone or self.domain.endswith("." + self.dns.zone)):
+            raise SettingsError(f"{NAMESPACE}:dns.zone: {self.dns.zone} does not hold the domain {self.domain}")
+        if _covers_internet(self.effective_api_cidrs) and not self.tls_api:
+            raise SettingsError(
+                f"{NAMESPACE}:apiCidrs: an API open to the whole internet must be HTTPS: set dns.zone (the "
+                "zone holding the domain), which puts crossbar behind the cloud's load balancer with a certificate"
+            )
+        if self.sip.tls and (self.sip_tls_certificate is None or self.sip_tls_key is None):
+            raise SettingsError(
+                f"{NAMESPACE}:sipTlsCertificate: sip.tls needs the SIP domain's certificate and key: "
+                "pulumi config set --secret kazoo:sipTlsCertificate/-Key < file.pem"
+            )
         if self.image == "debian-13":
             raise SettingsError(
                 f"{NAMESPACE}:image: debian-13 cannot carry Kazoo, FreeSWITCH or CouchDB (their packages are "
@@ -272,6 +314,15 @@ class Settings(Model):
         return self
 
     # Resolved views used by the rest of the program.
+    @property
+    def tls_api(self) -> bool:
+        """Crossbar (and Monster UI) behind the cloud's load balancer with a managed certificate: with
+        dns.zone on AWS (its load balancer takes apiCidrs), and on Hetzner when the API is open to the
+        world anyway (Hetzner's load balancers cannot filter by source: an API kept to apiCidrs stays
+        plain HTTP on the hosts, behind their firewalls)."""
+        if self.dns.zone is None:
+            return False
+        return self.cloud is Cloud.AWS or _covers_internet(self.effective_api_cidrs)
     @property
     def effective_api_cidrs(self) -> list[str]:
         return self.api_cidrs if self.api_cidrs is not None else self.admin_cidrs

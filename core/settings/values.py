@@ -188,6 +188,28 @@ def ssh_private_key(value: str) -> str:
     return value
 
 
+_PEM = re.compile(r"-----BEGIN ([A-Z ]+)-----\n([A-Za-z0-9+/=\n]+)-----END \1-----\n?")
+
+
+def pem_certificate(value: str) -> str:
+    """One or more PEM certificates (a chain), nothing else."""
+    text = value.replace("\r\n", "\n").strip() + "\n"
+    blocks = list(_PEM.finditer(text))
+    if not blocks or "".join(b.group(0) if b.group(0).endswith("\n") else b.group(0) + "\n" for b in blocks).strip() != text.strip():
+        raise ValueError("not a PEM certificate chain")
+    if any(b.group(1) != "CERTIFICATE" for b in blocks):
+        raise ValueError("a PEM certificate chain holds CERTIFICATE blocks only")
+    return value
+
+
+def pem_private_key(value: str) -> str:
+    text = value.replace("\r\n", "\n").strip() + "\n"
+    match = _PEM.fullmatch(text)
+    if not match or not match.group(1).endswith("PRIVATE KEY") or "ENCRYPTED" in match.group(1):
+        raise ValueError("not an unencrypted PEM private key")
+    return value
+
+
 def _show(value: str) -> str:
     """A value as it may appear in an error line: quoted, printable, bounded."""
     text = value if len(value) <= 60 else value[:57] + "..."
