@@ -135,3 +135,33 @@ def test_the_pack_entrypoint_builds_the_pack_from_any_directory(tmp_path, monkey
     runpy.run_path(str(STACKS.parent / "policy" / "__main__.py"), run_name="__main__")
     assert built["name"] == "kazoo"
     assert [p.name for p in built["policies"]] == list(POLICIES)
+
+
+def test_a_world_open_api_is_https_only():
+    name = "kazoo-world-open-api-over-tls-only"
+    assert "must be HTTPS" in violations(name, AWS_RULE, aws_rule("application", 8000, "0.0.0.0/0"))[0]
+    assert violations(name, HC_FIREWALL, hc_firewall("application", ("tcp", "80", ["0.0.0.0/0", "::/0"])))
+    assert violations(name, AWS_RULE, aws_rule("application", 8000, "203.0.113.0/24")) == []  # the admins' API
+    assert violations(name, AWS_RULE, aws_rule("application", 8000, "10.20.224.0/20")) == []  # the load balancer
+    # a stack that opens its API to the world with dns.zone passes (crossbar behind the balancer)
+    result = run_stack_file("aws-maximal", {"dns": {"zone": "aws.voip.example.com"}, "apiCidrs": ["0.0.0.0/0"]})
+    for r in result.registrations:
+        assert violations(name, r.type, r.inputs) == [], r.name
+
+
+def test_a_stack_that_chose_to_keep_or_release_its_volumes_passes_the_volume_policy():
+    name = "kazoo-database-volumes-protected"
+    for mode in ("keep", "release"):
+        result = run_stack_file("hetzner-maximal", {"scaleDown": mode})
+        volumes = [r for r in result.registrations if r.type == "hcloud:index/volume:Volume"]
+        assert volumes and all(violations(name, v.type, v.inputs, v.protect) == [] for v in volumes)
+    unlabelled = {"labels": {"kazoo-role-database": "true"}, "deleteProtection": True}
+    assert violations(name, "hcloud:index/volume:Volume", unlabelled, protect=False)  # no choice made: protect
+
+
+def test_ssh_from_the_bastion_passes_with_the_pack_told_of_it():
+    name = "kazoo-ssh-only-from-admin-cidrs"
+    rule = aws_rule("proxy", 22, "198.51.100.9/32")
+    assert violations(name, AWS_RULE, rule, config={"adminCidrs": ["203.0.113.0/24"]})
+    assert violations(name, AWS_RULE, rule, config={"adminCidrs": ["203.0.113.0/24"],
+                                                     "bastionCidrs": ["198.51.100.9/32"]}) == []

@@ -52,17 +52,22 @@ restart_if_pending() {
   log "restart $1"
 }
 
-# kamailio_rpc METHOD: a Kamailio RPC through the jsonrpcs module's FIFO (loaded by the kazoo tree's
-# default.cfg with its defaults: /run/kamailio/kamailio_rpc.fifo; the reply comes back on a FIFO the
-# caller names, in the same directory). Works with builds that ship no kamcmd (openkazoo's).
+# kamailio_rpc METHOD: a Kamailio RPC through the jsonrpcs module's FIFO, which the kazoo tree's
+# default.cfg loads with its defaults: requests on <run_dir>/kamailio_rpc.fifo, the reply on a FIFO
+# named by the request's "reply_name" in fifo_reply_dir, /tmp/ (kamailio 6.0 src/modules/jsonrpcs/
+# doc/jsonrpcs_admin.xml). Works with builds that ship no kamcmd (openkazoo's).
 kamailio_rpc() {
-  local dir=/run/kamailio reply out
-  [ -p "$dir/kamailio_rpc.fifo" ] || return 1
-  reply="kazoo-rpc-$$.fifo"
-  mkfifo -m 0660 "$dir/$reply" && chown kamailio:kamailio "$dir/$reply"
-  printf '{"jsonrpc": "2.0", "method": "%s", "reply_name": "%s", "id": 1}\n' "$1" "$reply" > "$dir/kamailio_rpc.fifo"
-  out=$(timeout 10 cat "$dir/$reply" || true)
-  rm -f "$dir/$reply"
+  local request=/run/kamailio/kamailio_rpc.fifo reply out reader
+  [ -p "$request" ] || return 1
+  reply=$(mktemp -u /tmp/kazoo-rpc-XXXXXX)
+  mkfifo -m 0600 "$reply" && chown kamailio "$reply"
+  # the reader first: Kamailio opens the reply FIFO without waiting for one
+  timeout 10 cat "$reply" > "$reply.out" &
+  reader=$!
+  printf '{"jsonrpc": "2.0", "method": "%s", "reply_name": "%s", "id": 1}\n' "$1" "${reply##*/}" > "$request"
+  wait "$reader" || true
+  out=$(cat "$reply.out" 2>/dev/null || true)
+  rm -f "$reply" "$reply.out"
   printf '%s\n' "$out"
   [[ $out == *'"result"'* && $out != *'"error"'* ]]
 }

@@ -7,6 +7,7 @@ from the same matrix (cloud-init/).
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Optional
 
 import pulumi
@@ -21,6 +22,11 @@ from core.roles import Role
 
 
 UI_PORT = 8443  # Monster UI beside the API on one load balancer (Hetzner routes by port)
+
+
+def _within(cidr: str, network) -> bool:
+    net = ipaddress.ip_network(cidr)
+    return net.version == network.version and net.subnet_of(network)
 
 
 def _int(output: pulumi.Output) -> pulumi.Output[int]:
@@ -52,7 +58,11 @@ class HetznerSeam(CloudSeam):
         )
 
     def role_firewall(self, role: Role, rules: list[Rule], network: NetworkRefs, parent) -> None:
-        public = [r for r in rules if r.public and r.source.cidrs]
+        # Sources inside the private network (the load balancer's address) are the host firewall's
+        # business: Hetzner's firewalls see public traffic only.
+        network = ipaddress.ip_network(self.settings.network.cidr)
+        public = [(r, [c for c in r.source.cidrs if not _within(c, network)]) for r in rules if r.public]
+        public = [(r, cidrs) for r, cidrs in public if cidrs]
         hcloud.Firewall(
             f"{role.value}-firewall",
             name=f"kazoo-{self.stack}-{role.value}",
@@ -62,10 +72,10 @@ class HetznerSeam(CloudSeam):
                     direction="in",
                     protocol=r.protocol,
                     port=r.port_text,
-                    source_ips=list(r.source.cidrs),
+                    source_ips=cidrs,
                     description=f"{r.purpose} from {r.source}",
                 )
-                for r in public
+                for r, cidrs in public
             ],
             # Attached by label, so a server never waits for its firewall and vice versa.
             apply_tos=[

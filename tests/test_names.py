@@ -1,0 +1,149 @@
+"""Names and TLS (issue 13) under mocks, for both clouds and every layout: a record per host with a
+lasting public address and its reverse name, the SIP domain's SRV and NAPTR records (RFC 3263:
+NAPTR -> SRV -> A), the API's load balancer with its targets, health checks and certificate, and
+growth that only adds."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import run_stack_file
+from tls_ca import TestCA
+
+STACKS = [f"{c}-{l}" for c in ("hetzner", "aws") for l in ("single", "dual", "maximal")]
+WORLD = {"apiCidrs": ["0.0.0.0/0"]}
+
+
+def zone_of(stack: str) -> str:
+    return f"{stack.split('-')[0]}.voip.example.com"  # holds <layout>.<cloud>.voip.example.com
+
+
+def with_names(stack: str, **more):
+    return run_stack_file(stack, {"dns": {"zone": zone_of(stack)}, **WORLD, **more})
+
+
+def records(result) -> dict[tuple[str, str], list[str]]:
+    """(name, type) -> values, for both clouds' record resources (names made absolute)."""
+    found = {}
+    for r in result.registrations:
+        if r.type == "aws:route53/record:Record" and not r.name.startswith("dns-certificate"):
+            values = r.inputs.get("records") or [a["name"] for a in r.inputs.get("aliases", [])]
+            found[(r.inputs["name"], r.inputs["type"])] = values
+        elif r.type == "hcloud:index/zoneRrset:ZoneRrset":
+            zone, name = r.inputs["zone"], r.inputs["name"]
+            fqdn = zone if name == "@" else f"{name}.{zone}"
+            found[(fqdn, r.inputs["type"])] = [v["value"] for v in r.inputs["records"]]
+    return found
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_lasting_address_has_a_name_and_its_reverse(stack):
+    result = with_names(stack)
+    hosts = result.outputs["hosts"]
+    found = records(result)
+    reverse = {r.inputs.get("dnsPtr") or r.inputs.get("domainName"): r for r in result.registrations
+               if r.type in ("hcloud:index/rdns:Rdns", "aws:ec2/eipDomainName:EipDomainName")}
+    for name, host in hosts.items():
+        if set(host["roles"]) in ({"database"}, {"broker"}):
+            assert (host["fqdn"], "A") not in found  # no lasting public address: no name
+            continue
+        assert found[(host["fqdn"], "A")] == [host["publicIp"]], name
+        assert host["fqdn"] in reverse, name  # the PTR names the host, after its A record exists
+        assert any(d.endswith(f"dns-{name}-a") for d in reverse[host["fqdn"]].dependencies), name
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_sip_domain_leads_to_every_proxy(stack):
+    result = with_names(stack)
+    domain = result.outputs["sipEndpoints"][0].removeprefix("sip:")
+    proxies = sorted(h["fqdn"] for h in result.outputs["hosts"].values() if "proxy" in h["roles"])
+    found = records(result)
+    for service in ("_sip._udp", "_sip._tcp"):
+        srv = sorted(found[(f"{service}.{domain}", "SRV")])
+        assert srv == sorted(f"10 10 5060 {p}." for p in proxies)  # equal priority and weight
+    naptr = found[(domain, "NAPTR")]
+    assert naptr == [f'10 50 "s" "SIP+D2U" "" _sip._udp.{domain}.', f'20 50 "s" "SIP+D2T" "" _sip._tcp.{domain}.']
+    assert (f"_sips._tcp.{domain}", "SRV") not in found  # no TLS, not offered
+
+
+def test_tls_is_offered_first_when_on(tmp_path):
+    certificate, key = TestCA(tmp_path).issue("maximal.aws.voip.example.com", 5)
+    result = with_names("aws-maximal", sip={"tls": True}, sipTlsCertificate=certificate, sipTlsKey=key)
+    found = records(result)
+    domain = "maximal.aws.voip.example.com"
+    assert found[(domain, "NAPTR")][0] == f'10 50 "s" "SIPS+D2T" "" _sips._tcp.{domain}.'
+    assert sorted(found[(f"_sips._tcp.{domain}", "SRV")]) == [f"10 10 5061 proxy{i}.{domain}." for i in (1, 2)]
+
+
+@pytest.mark.parametrize("stack", ["hetzner-maximal", "aws-maximal", "aws-single"])
+def test_the_api_is_https_behind_the_load_balancer(stack):
+    result = with_names(stack, sources={"monsterUi": {"url": "https://m.example.com/m.tgz", "sha256": "a" * 64}})
+    domain = result.outputs["sipEndpoints"][0].removeprefix("sip:")
+    apps = {n for n, h in result.outputs["hosts"].items() if "application" in h["roles"]}
+    assert result.outputs["apiUrls"] == [f"https://api.{domain}/v2"]
+    found = records(result)
+    assert (f"api.{domain}", "A") in found and (f"ui.{domain}", "A") in found
+    servers = {r.urn: r.name for r in result.registrations if r.type.endswith(("server:Server", "instance:Instance"))}
+    if stack.startswith("hetzner"):
+        [lb] = [r for r in result.registrations if r.type == "hcloud:index/loadBalancer:LoadBalancer"]
+        assert found[(f"api.{domain}", "A")] == [lb.state["ipv4"]]
+        [cert] = [r for r in result.registrations if r.type == "hcloud:index/managedCertificate:ManagedCertificate"]
+        assert sorted(cert.inputs["domainNames"]) == [f"api.{domain}", f"ui.{domain}"]
+        targets = [r for r in result.registrations if r.type == "hcloud:index/loadBalancerTarget:LoadBalancerTarget"]
+        assert {servers[next(d for d in t.dependencies if d in servers)] for t in targets} == apps
+        assert all(t.inputs["usePrivateIp"] for t in targets)
+        services = {r.inputs["listenPort"]: r.inputs for r in result.registrations
+                    if r.type == "hcloud:index/loadBalancerService:LoadBalancerService"}
+        assert services[443]["destinationPort"] == 8000 and services[443]["protocol"] == "https"
+        assert services[443]["healthCheck"]["port"] == 8000 and "4??" in services[443]["healthCheck"]["http"]["statusCodes"]
+        assert services[8443]["destinationPort"] == 80
+        assert result.outputs["uiUrls"] == [f"https://ui.{domain}:8443/"]
+    else:
+        cert_records = [r for r in result.registrations if r.name.startswith("dns-certificate")]
+        assert len(cert_records) == 2  # one validation record per name, in Route53
+        [validation] = [r for r in result.registrations if r.type == "aws:acm/certificateValidation:CertificateValidation"]
+        assert len(validation.inputs["validationRecordFqdns"]) == 2
+        groups = {r.name: r for r in result.registrations if r.type == "aws:lb/targetGroup:TargetGroup"}
+        assert groups["web-api"].inputs["port"] == 8000 and groups["web-api"].inputs["healthCheck"]["matcher"] == "200-499"
+        attached = [r for r in result.registrations if r.type == "aws:lb/targetGroupAttachment:TargetGroupAttachment"]
+        assert {a.name.split("-")[-1] for a in attached if a.name.startswith("web-api-")} == apps
+        [https] = [r for r in result.registrations if r.name == "web-https"]
+        assert https.inputs["port"] == 443 and https.inputs["protocol"] == "HTTPS"
+        ingress = [r for r in result.registrations if r.type.endswith("SecurityGroupIngressRule")]
+        crossbar = [r for r in ingress if r.inputs.get("fromPort") == 8000]
+        assert crossbar and all(r.inputs.get("cidrIpv4", "").startswith("10.20.") for r in crossbar)  # from the LB only
+        assert result.outputs["uiUrls"] == [f"https://ui.{domain}/"]
+
+
+def test_plain_http_stays_private_with_tls():
+    result = with_names("hetzner-maximal")
+    nft = [r for r in result.registrations if r.type == "hcloud:index/firewall:Firewall" and r.name == "application-firewall"]
+    assert not [rule for rule in nft[0].inputs.get("rules", []) if rule.get("port") == "8000"]
+
+
+@pytest.mark.parametrize("cloud", ["hetzner", "aws"])
+def test_a_third_proxy_adds_records_and_replaces_none(cloud):
+    before = with_names(f"{cloud}-maximal")
+    after = with_names(f"{cloud}-maximal", roles={"proxy": {"count": 3}})
+    old = {r.urn: r for r in before.registrations}
+    added = [r for r in after.registrations if r.urn not in old]
+    assert any(r.name == "dns-proxy3-a" for r in added) and any(r.name == "proxy3-rdns" for r in added)
+    assert not [u for u in old if u not in {r.urn for r in after.registrations}]  # nothing removed
+    srv = records(after)[(f"_sip._udp.maximal.{cloud}.voip.example.com", "SRV")]
+    assert len(srv) == 3  # the SRV set is updated in place (same resource), not replaced
+    assert any(r.name == "dns-sip-udp-srv" for r in before.registrations)
+
+
+def test_without_a_zone_there_are_no_names_and_the_api_is_as_before():
+    result = run_stack_file("aws-maximal")
+    assert not [r for r in result.registrations if "route53" in r.type or r.type.endswith("loadBalancer:LoadBalancer")]
+    assert all(u.startswith("http://") and u.endswith(":8000/v2") for u in result.outputs["apiUrls"])
+
+
+def test_hetzner_keeps_a_restricted_api_off_its_unfilterable_load_balancer():
+    """Hetzner's load balancers take every source: an API kept to apiCidrs stays plain HTTP on the
+    hosts, behind their firewalls; the names are published all the same."""
+    result = run_stack_file("hetzner-maximal", {"dns": {"zone": "hetzner.voip.example.com"}})
+    assert not [r for r in result.registrations if r.type == "hcloud:index/loadBalancer:LoadBalancer"]
+    assert records(result)  # host names and the SIP domain
+    assert all(u.startswith("http://") for u in result.outputs["apiUrls"])
