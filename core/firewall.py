@@ -110,7 +110,9 @@ def firewall_matrix(settings: Settings) -> list[Rule]:
     if settings.sip.tls:
         rules += [Rule(P, "tcp", (5061, 5061), sip, "sip-tls"), Rule(P, "tcp", (7001, 7001), sip, "sip-alg-tls")]
     if settings.sip.websockets:
-        rules += [Rule(P, "tcp", (5064, 5064), sip, "sip-ws"), Rule(P, "tcp", (5065, 5065), sip, "sip-wss")]
+        rules.append(Rule(P, "tcp", (5064, 5064), sip, "sip-ws"))
+        if settings.sip.tls:  # websockets-role.cfg listens on TLS_WSS only with the TLS role
+            rules.append(Rule(P, "tcp", (5065, 5065), sip, "sip-wss"))
     rules += _both(P, 5060, M, "sip-from-media")
     rules += _both(P, 7000, M, "sip-alg-from-media")
 

@@ -1,0 +1,188 @@
+"""Mutation check: plants plausible bugs one at a time and reports how many the tests catch.
+
+Each mutant changes one thing in a copy of the repository (the working tree is never touched): a
+wrong port, a credential left out, a reload dropped, a file made world-readable, a step turned into a
+no-op, a check inverted. The tests that could catch it (listed per mutant: those for the file it
+changes) run against the copy; the mutant is caught when they fail. Mutants run two at a time.
+
+    .venv/bin/python -m tools.mutation                # every mutant; exits 1 below the threshold
+    .venv/bin/python -m tools.mutation --list         # what would be planted
+    .venv/bin/python -m tools.mutation -k cookie      # only mutants whose id contains "cookie"
+
+The boot test (tests/test_boot.py) is left out: minutes per mutant. A mutant it alone would catch
+counts as missed here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+THRESHOLD = 0.90
+
+
+@dataclass(frozen=True)
+class Mutant:
+    id: str
+    path: str  # relative to the repository
+    old: str  # must occur exactly once
+    new: str
+    tests: tuple[str, ...]  # pytest paths (node ids allowed)
+
+
+S, R, T, C = "cloud-init/scripts/", "cloud-init/remote/", "cloud-init/templates/", "core/"
+BOOTSTRAP_TESTS = ("tests/test_bootstrap.py", "tests/test_secrets.py", "tests/test_program.py")
+REMOTE_TESTS = ("tests/test_remote_scripts.py",)
+
+MUTANTS = [
+    # wrong ports
+    Mutant("firewall-sip-port", C + "firewall.py", 'rules += _both(P, 5060, sip, "sip")', 'rules += _both(P, 5061, sip, "sip")',
+           ("tests/test_firewall.py", "tests/test_policy.py")),
+    Mutant("firewall-rtp-range", C + "firewall.py", "RTP_PORTS = (16384, 32768)", "RTP_PORTS = (16384, 30000)",
+           ("tests/test_firewall.py",)),
+    Mutant("firewall-amqp-from-proxy", C + "firewall.py", "for src in (A, P, M)]", "for src in (A, M)]",
+           ("tests/test_firewall.py", "tests/test_bootstrap.py")),
+    Mutant("kamailio-alg-port", C + "kamailio.py", '"UDP_ALG_SIP": ("udp", 7000)', '"UDP_ALG_SIP": ("udp", 7001)',
+           ("tests/test_proxy.py",)),
+    Mutant("haproxy-couchdb-port", T + "haproxy.cfg.j2", "{{ db.private_ip }}:5984 check\n{%- endfor %}\n\n# bigcouch-mgr",
+           "{{ db.private_ip }}:5986 check\n{%- endfor %}\n\n# bigcouch-mgr", ("tests/test_bootstrap.py",)),
+    Mutant("freeswitch-sip-on-public", S + "freeswitch-local.sh", '"sip-ip": private,', '"sip-ip": public,',
+           ("tests/test_media.py",)),
+    # credentials left out or wrong
+    Mutant("amqp-url-without-password", T + "kamailio-local.cfg.j2", "amqp://kazoo:{{ secrets.rabbitmq_password }}@",
+           "amqp://kazoo@", ("tests/test_proxy.py", "tests/test_bootstrap.py", "tests/test_secrets.py")),
+    Mutant("kazoo-cookie-missing-ecallmgr", T + "kazoo-config.ini.j2", "[ecallmgr]\nzone = local\ncookie = {{ secrets.erlang_cookie }}",
+           "[ecallmgr]\nzone = local", ("tests/test_bootstrap.py",)),
+    Mutant("couchdb-admin-plain", T + "couchdb-local.ini.j2", "{{ couchdb_admin_hash }}", "{{ secrets.couchdb_password }}",
+           ("tests/test_database.py",)),
+    Mutant("vm-args-cookie-dropped", T + "couchdb-vm.args.j2", "-setcookie '{{ secrets.couchdb_cookie }}'", "",
+           ("tests/test_database.py",)),
+    Mutant("proxy-gets-couchdb-password", C + "roles.py",
+           'Role.PROXY: frozenset({"rabbitmq_password", "kamailio_db_password", "sip_tls_key"})',
+           'Role.PROXY: frozenset({"rabbitmq_password", "kamailio_db_password", "sip_tls_key", "couchdb_password"})',
+           ("tests/test_secrets.py",)),
+    # secrets on a command line
+    Mutant("couch-password-on-argv", S + "lib.sh", """curl -fsS -K <(printf 'user = "kazoo:%s"\\n' "$COUCHDB_PASSWORD")""",
+           """curl -fsS -u "kazoo:$COUCHDB_PASSWORD\"""", ("tests/test_database.py",) + REMOTE_TESTS),
+    Mutant("rabbitmq-password-on-argv", S + "install-broker.sh",
+           """printf '%s' "$RABBITMQ_PASSWORD" | rabbitmqctl -q change_password kazoo""",
+           """rabbitmqctl -q change_password kazoo "$RABBITMQ_PASSWORD\"""", ("tests/test_bootstrap.py",)),
+    # files made readable by others
+    Mutant("config-ini-world-readable", C + "bootstrap.py", '("kazoo-config.ini.j2", "/etc/kazoo/config.ini", "0640", C.KAZOO)',
+           '("kazoo-config.ini.j2", "/etc/kazoo/config.ini", "0644", C.KAZOO)', BOOTSTRAP_TESTS + REMOTE_TESTS),
+    Mutant("host-env-readable", C + "bootstrap.py", '"content": render_template("host.env.j2", ctx),\n            "permissions": "0600"',
+           '"content": render_template("host.env.j2", ctx),\n            "permissions": "0644"', BOOTSTRAP_TESTS),
+    Mutant("fs-cookie-group-readable", C + "bootstrap.py", '"/etc/kazoo/freeswitch/kazoo-cookie", "0600"',
+           '"/etc/kazoo/freeswitch/kazoo-cookie", "0640"', ("tests/test_media.py",) + REMOTE_TESTS),
+    Mutant("secret-files-group-root", S + "configure.sh", "    /etc/kazoo/kamailio/*) group=kamailio ;;",
+           "    /etc/kazoo/kamailio/*) group=root ;;", REMOTE_TESTS),
+    # reloads and restarts dropped
+    Mutant("haproxy-restart-not-reload", S + "configure.sh", "    haproxy | nginx) echo reload-or-restart ;;",
+           "    haproxy | nginx) echo restart ;;", REMOTE_TESTS),
+    Mutant("pending-mark-cleared-on-failure", S + "configure.sh", "  else\n    failed+=(\"$service\")\n  fi\ndone",
+           "  else\n    failed+=(\"$service\")\n    rm -f \"$PENDING/$service\"\n  fi\ndone", REMOTE_TESTS),
+    Mutant("missing-unit-skipped", S + "configure.sh", '    failed+=("$service (no such unit)")\n    continue',
+           "    rm -f \"$PENDING/$service\"\n    continue", REMOTE_TESTS),
+    Mutant("freeswitch-restarted-on-push", S + "configure.sh",
+           '    freeswitch) [ -n "${KAZOO_FIRST_BOOT:-}" ] && echo restart || echo defer ;;', "    freeswitch) echo restart ;;",
+           REMOTE_TESTS),
+    # steps turned into no-ops or weakened
+    Mutant("ecallmgr-not-as-default", R + "ecallmgr.sh", 'acl_checked "${action/-/_}" "${2:?NAME}" "${3:?ADDRESS}" true',
+           'acl_checked "${action/-/_}" "${2:?NAME}" "${3:?ADDRESS}"', REMOTE_TESTS),
+    Mutant("ecallmgr-acl-output-ignored", R + "ecallmgr.sh", '*"could not be processed"* | *"Timeout during updating ACLs"* | *"{error"*) die',
+           '*"{error"*) die', REMOTE_TESTS),
+    Mutant("cluster-finish-skipped", R + "couchdb-cluster.sh", 'action":"finish_cluster"', 'action":"finish_cluster_noop"',
+           ("tests/test_database.py",)),
+    Mutant("runtime-ini-not-created", S + "install-database.sh", 'install -m 0640 -o couchdb -g couchdb /dev/null "$RUNTIME_INI"',
+           "true", ("tests/test_database.py",)),
+    Mutant("volume-formatted-always", S + "data-volume.sh", "if ((probe == 2)) &&", "if true ||",
+           ("tests/test_data_volume.py",)),
+    Mutant("master-account-blind", R + "master-account.sh",
+           'accounts=$(couch "$API/accounts/_all_docs") || die "CouchDB did not list the accounts database"',
+           """accounts=$(couch "$API/accounts/_all_docs" || echo '{}')""", REMOTE_TESTS),
+    Mutant("antiflood-off-by-default", C + "settings/model.py", "    antiflood: StrictBool = True", "    antiflood: StrictBool = False",
+           ("tests/test_proxy.py",)),
+    Mutant("metadata-open", T + "nftables.conf.j2", "meta skuid != 0 reject", "meta skuid != 0 accept",
+           ("tests/test_bootstrap.py",)),
+    Mutant("carrier-wide-accepted", C + "settings/model.py", "            if net.prefixlen < widest:",
+           "            if net.prefixlen < 0:", ("tests/test_inputs.py",)),
+    Mutant("url-shell-syntax-accepted", C + "settings/values.py", "if not match or not value.isascii():",
+           "if not value.isascii():", ("tests/test_inputs.py",)),
+    Mutant("aws-create-before-delete", "components/clouds/aws.py", "                delete_before_replace=True,\n            ),\n        )\n        ready",
+           "                delete_before_replace=False,\n            ),\n        )\n        ready", ("tests/test_lifecycle.py",)),
+    Mutant("step-not-replaced-with-server", "components/orchestration.py", "replace_with=list(dict.fromkeys(replaced_by)),",
+           "replace_with=[],", ("tests/test_lifecycle.py",)),
+    Mutant("volume-unprotected", "components/clouds/base.py", "protect=mode is ScaleDown.PROTECT,", "protect=False,",
+           ("tests/test_lifecycle.py", "tests/test_program.py", "tests/test_policy.py")),
+]
+
+
+def plant(mutant: Mutant, workdir: Path) -> Path:
+    """A copy of the repository (the virtualenv linked, not copied) with the mutant in it."""
+    copy = workdir / mutant.id
+    shutil.copytree(ROOT, copy, symlinks=True, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "node_modules", "__pycache__", ".pytest_cache", "mirror-bundles"))
+    (copy / ".venv").symlink_to(ROOT / ".venv")
+    if (ROOT / ".ci" / "node_modules").exists():
+        (copy / ".ci" / "node_modules").symlink_to(ROOT / ".ci" / "node_modules")
+    target = copy / mutant.path
+    text = target.read_text()
+    if text.count(mutant.old) != 1:
+        raise SystemExit(f"mutant {mutant.id}: the text to change occurs {text.count(mutant.old)} times in {mutant.path}")
+    target.write_text(text.replace(mutant.old, mutant.new))
+    return copy
+
+
+def run(mutant: Mutant, workdir: Path) -> tuple[Mutant, bool, float, str]:
+    started = time.monotonic()
+    copy = plant(mutant, workdir)
+    tests = [t for t in mutant.tests if (copy / t.split("::")[0]).exists()]
+    result = subprocess.run(
+        [str(ROOT / ".venv/bin/python"), "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+        cwd=copy, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "KAZOO_TEST_CACHE": os.environ.get("KAZOO_TEST_CACHE", "/var/cache/kazoo-tests")},
+    )
+    shutil.rmtree(copy, ignore_errors=True)
+    caught = result.returncode != 0
+    tail = (result.stdout + result.stderr).strip().splitlines()[-1:] or [""]
+    return mutant, caught, time.monotonic() - started, tail[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-k", default="", help="only mutants whose id contains this")
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args(argv)
+    mutants = [m for m in MUTANTS if args.k in m.id]
+    if args.list:
+        for m in mutants:
+            print(f"{m.id:36} {m.path}")
+        return 0
+    for m in mutants:  # every mutant still applies to today's code
+        if (ROOT / m.path).read_text().count(m.old) != 1:
+            print(f"stale mutant {m.id}: its text is not (once) in {m.path}", file=sys.stderr)
+            return 2
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="kazoo-mutants-") as tmp, ThreadPoolExecutor(args.jobs) as pool:
+        results = list(pool.map(lambda m: run(m, Path(tmp)), mutants))
+    caught = [r for r in results if r[1]]
+    for mutant, hit, seconds, tail in results:
+        print(f"{'caught' if hit else 'MISSED':6}  {mutant.id:36} {seconds:5.0f} s  {'' if hit else tail}")
+    score = len(caught) / len(results) if results else 0.0
+    print(f"mutation score: {len(caught)}/{len(results)} = {score:.0%} in {time.monotonic() - started:.0f} s "
+          f"(threshold {THRESHOLD:.0%})")
+    return 0 if score >= THRESHOLD else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
