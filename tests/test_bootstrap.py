@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -162,7 +163,9 @@ MAXIMAL = "aws-maximal"
 def test_application_names_every_database_broker_and_media(host):
     files = files_of(MAXIMAL, host)
     haproxy = files["/etc/haproxy/haproxy.cfg"]
-    assert set(re.findall(r"server db\d+ ([\d.]+):5984", haproxy)) == ips(MAXIMAL, Role.DATABASE)
+    # both frontends (15984 data, 15986 node-local admin) reach every node on 5984: CouchDB 3 has no 5986
+    servers = re.findall(r"server db\d+ ([\d.]+):(\d+) check", haproxy)
+    assert sorted(servers) == sorted([(ip, "5984") for ip in ips(MAXIMAL, Role.DATABASE)] * 2)
     config = files["/etc/kazoo/config.ini"]
     assert set(re.findall(r"amqp_uri = \"amqp://kazoo:[^@]+@([^:]+):5672\"", config)) == fqdns(MAXIMAL, Role.BROKER)
     assert config.count(f'cookie = {SECRETS["erlang_cookie"]}') == 2  # [kazoo_apps] and [ecallmgr]
@@ -253,3 +256,24 @@ def test_monster_ui_gets_its_nginx_site_when_configured():
     files = rendered_files(HostContext(plan.host("app1"), plan, settings, public_ip="198.51.100.7", secrets=SECRETS))
     assert "root /var/www/monster-ui;" in files["/etc/nginx/sites-enabled/monster-ui.conf"][0]
     assert "/etc/nginx/sites-enabled/monster-ui.conf" not in files_of(MAXIMAL, "app1")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
+def test_only_root_reaches_the_metadata_service_through_the_rendered_ruleset(tmp_path):
+    """The ruleset of a host, in force in a network namespace of its own where a stand-in metadata
+    service listens on 169.254.169.254: root gets an answer, another account is refused."""
+    ruleset = tmp_path / "nftables.conf"
+    ruleset.write_text(files_of("hetzner-maximal", "proxy1")["/etc/nftables.conf"])
+    (tmp_path / "user-data").write_text("stand-in")
+    script = f"""set -e
+ip link set lo up
+ip addr add 169.254.169.254/32 dev lo
+nft -f {ruleset}
+{sys.executable} -m http.server 80 --bind 169.254.169.254 --directory {tmp_path} >/dev/null 2>&1 &
+for i in $(seq 50); do curl -fsS -o /dev/null http://169.254.169.254/user-data 2>/dev/null && break; sleep 0.1; done
+echo "root: $(curl -fsS --max-time 3 http://169.254.169.254/user-data || echo refused)"
+echo "nobody: $(runuser -u nobody -- curl -fsS --max-time 3 http://169.254.169.254/user-data 2>/dev/null || echo refused)"
+kill %1
+"""
+    run = subprocess.run(["unshare", "--net", "--mount", "bash", "-c", script], capture_output=True, text=True, timeout=60)
+    assert "root: stand-in" in run.stdout and "nobody: refused" in run.stdout, run.stdout + run.stderr

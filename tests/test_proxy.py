@@ -67,11 +67,15 @@ def test_every_proxy_config_parses_on_the_real_tree(trixie, stack, tmp_path):
         out = run.stdout + run.stderr
         assert run.returncode == 0, f"{stack}/{host.name}: {out[-3000:]}"
         listening = out[out.find("Listening on"):]
-        if stack.startswith("hetzner"):
-            # phones on the public address, FreeSWITCH on the private one
-            assert f"udp: {PUBLIC_IP}:5060" in listening and f"udp: {host.private_ip}:5060" in listening, listening
-        else:
-            assert f"udp: {host.private_ip}:5060 advertise udp:{PUBLIC_IP}:5060" in listening, listening
+        for port in (5060, 7000):  # SIP and the SIP-ALG bypass port, UDP and TCP
+            for proto in ("udp", "tcp"):
+                if stack.startswith("hetzner"):
+                    # phones on the public address, FreeSWITCH on the private one
+                    assert f"{proto}: {PUBLIC_IP}:{port}\n" in listening, listening
+                    assert f"{proto}: {host.private_ip}:{port}\n" in listening, listening
+                else:
+                    assert f"{proto}: {host.private_ip}:{port} advertise {proto}:{PUBLIC_IP}:{port}" in listening
+        assert "ANTIFLOOD_ROLE" in local_cfg  # on by default: the proxy's "simple fraud and DDoS protection"
 
 
 def test_tls_websockets_and_antiflood_roles_find_their_listeners(trixie, tmp_path):

@@ -102,8 +102,8 @@ MUTANTS = [
            '*"{error"*) die', REMOTE_TESTS),
     Mutant("cluster-finish-skipped", R + "couchdb-cluster.sh", 'action":"finish_cluster"', 'action":"finish_cluster_noop"',
            ("tests/test_database.py",)),
-    Mutant("runtime-ini-not-created", S + "install-database.sh", 'install -m 0640 -o couchdb -g couchdb /dev/null "$RUNTIME_INI"',
-           "true", ("tests/test_database.py",)),
+    Mutant("runtime-ini-not-last", S + "install-database.sh", "RUNTIME_INI=/opt/couchdb/etc/local.d/zz-runtime.ini",
+           "RUNTIME_INI=/opt/couchdb/etc/local.d/05-runtime.ini", ("tests/test_database.py",)),
     Mutant("volume-formatted-always", S + "data-volume.sh", "if ((probe == 2)) &&", "if true ||",
            ("tests/test_data_volume.py",)),
     Mutant("master-account-blind", R + "master-account.sh",
@@ -121,6 +121,19 @@ MUTANTS = [
            "                delete_before_replace=False,\n            ),\n        )\n        ready", ("tests/test_lifecycle.py",)),
     Mutant("step-not-replaced-with-server", "components/orchestration.py", "replace_with=list(dict.fromkeys(replaced_by)),",
            "replace_with=[],", ("tests/test_lifecycle.py",)),
+    Mutant("sup-cookie-not-hidden", S + "lib.sh", '\\1<hidden>/g"', '\\1/g"', REMOTE_TESTS),
+    Mutant("dropped-file-kept", S + "configure.sh", '    rm -f "$old"\n', "", REMOTE_TESTS),
+    Mutant("kamailio-db-connections-default", C + "kamailio.py",
+           "return max(100, self.processes * CONNECTIONS_PER_PROCESS + POSTGRES_RESERVED)", "return 100",
+           ("tests/test_proxy.py", "tests/test_bootstrap.py")),
+    Mutant("user-data-carries-every-secret", C + "bootstrap.py",
+           'object.__setattr__(self, "secrets", secrets_for(self.host.roles, dict(self.secrets)))', "pass",
+           ("tests/test_secrets.py",)),
+    Mutant("names-srv-port", C + "names.py", 'transports = [("udp", "_sip._udp", 5060, "SIP+D2U")',
+           'transports = [("udp", "_sip._udp", 5061, "SIP+D2U")', ("tests/test_names.py",)),
+    Mutant("api-world-open-accepted", C + "settings/model.py",
+           "if _covers_internet(self.effective_api_cidrs) and not self.tls_api:", "if False:",
+           ("tests/test_inputs.py", "tests/test_settings.py", "tests/test_names.py")),
     Mutant("volume-unprotected", "components/clouds/base.py", "protect=mode is ScaleDown.PROTECT,", "protect=False,",
            ("tests/test_lifecycle.py", "tests/test_program.py", "tests/test_policy.py")),
 ]
@@ -152,7 +165,10 @@ def run(mutant: Mutant, workdir: Path) -> tuple[Mutant, bool, float, str]:
         env={**os.environ, "KAZOO_TEST_CACHE": os.environ.get("KAZOO_TEST_CACHE", "/var/cache/kazoo-tests")},
     )
     shutil.rmtree(copy, ignore_errors=True)
-    caught = result.returncode != 0
+    if not tests or result.returncode not in (0, 1):  # 2-5: interrupted, usage, no tests: not a catch
+        raise SystemExit(f"mutant {mutant.id}: pytest could not run its tests (exit {result.returncode}): "
+                         f"{(result.stdout + result.stderr)[-500:]}")
+    caught = result.returncode == 1
     tail = (result.stdout + result.stderr).strip().splitlines()[-1:] or [""]
     return mutant, caught, time.monotonic() - started, tail[0]
 

@@ -83,9 +83,26 @@ if [ "${1:-}" = firewall ]; then
   exit 0
 fi
 
+installed=()
 while IFS= read -r -d '' file; do
   install_file "$file"
+  installed+=("${file#"$FILES"}")
 done < <(find "$FILES" -type f -print0 | sort -z)
+
+# A file the configuration no longer has (Monster UI removed from the stack, say) is removed from
+# where this script once put it, and what read it acts on that. The manifest lists what it installed.
+MANIFEST="$STATE_DIR/installed-files"
+if [ -f "$MANIFEST" ]; then
+  while IFS= read -r old; do
+    [[ " ${installed[*]} " == *" $old "* ]] && continue
+    [ -e "$old" ] || continue
+    rm -f "$old"
+    log "removed $old (no longer in the configuration)"
+    [[ $old == /etc/systemd/system/* ]] && units_changed=1
+    for service in $(services_of "$old"); do touch "$PENDING/$service"; done
+  done < "$MANIFEST"
+fi
+printf '%s\n' "${installed[@]}" > "$MANIFEST.new" && mv "$MANIFEST.new" "$MANIFEST"
 
 if [ "${1:-}" = files ]; then
   ((units_changed == 0)) || systemctl daemon-reload

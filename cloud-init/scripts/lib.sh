@@ -24,7 +24,14 @@ load_env() {
 # the node it addresses wins over -c: kazoo core/sup/src/sup.erl, kazoo_config_init:read_cookie), so
 # no cookie goes on a command line. -n names the node: kazoo_apps, or ecallmgr for its maintenance.
 # ERL_LIBS: the release's libraries, for the escript sup runs (the package ships no erts of its own).
-kz_sup() { ERL_LIBS=/opt/kazoo/lib "${SUP:-sup}" "$@"; }
+# On a failed connection sup prints the cookie it tried ("... with cookie X", kazoo core/sup/src/
+# sup.erl print_ping_failed/2): hidden here, before any step output or log sees it.
+kz_sup() {
+  local out rc=0
+  out=$(ERL_LIBS=/opt/kazoo/lib "${SUP:-sup}" "$@" 2>&1) || rc=$?
+  [ -z "$out" ] || printf '%s\n' "$out" | sed -E "s/(with cookie )('[^']*'|\"[^\"]*\"|[^ ]+)/\1<hidden>/g"
+  return "$rc"
+}
 
 # The same, failing on an Erlang error term too: sup can exit 0 and print {error,...}.
 kz_sup_checked() {
