@@ -290,11 +290,23 @@ def test_the_orchestration_scripts_work_on_a_booted_host(clouds):
     grown = plan_hosts(grown_settings)
     bundle = config_bundle(HostContext(grown.host("kazoo1"), grown, grown_settings, cloud.public_ips["kazoo1"], SECRETS))
     receive = (remote / "receive-config.sh").read_text()
+    # A reload that fails (real systemd: a drop-in whose ExecReload fails) fails the push and leaves
+    # HAProxy pending; the next push, with nothing new in it, retries it (issue 12).
+    dropin = "/etc/systemd/system/haproxy.service.d/zz-e2e-fail.conf"
+    assert host.exec("sh", "-c", f"mkdir -p {dropin.rsplit('/', 1)[0]} && printf '[Service]\\nExecReload=\\nExecReload=/bin/false\\n' > {dropin} "
+                     "&& systemctl daemon-reload").returncode == 0
+    failed = as_ops(receive, stdin=bundle)
+    assert failed.returncode != 0 and "did not start with the new configuration: haproxy" in failed.stdout + failed.stderr
+    assert "updated /etc/hosts" in failed.stdout and "updated /etc/haproxy/haproxy.cfg" in failed.stdout
+    assert host.exec("test", "-e", "/var/lib/kazoo-bootstrap/pending/haproxy").returncode == 0
+    assert host.exec("sh", "-c", f"rm {dropin} && systemctl daemon-reload").returncode == 0
     first = as_ops(receive, stdin=bundle)
     assert first.returncode == 0, first.stdout + first.stderr
-    for line in ("updated /etc/hosts", "updated /etc/haproxy/haproxy.cfg", "reload-or-restart haproxy", "configuration applied"):
+    assert "updated" not in first.stdout  # the files were put in place by the failed push
+    for line in ("reload-or-restart haproxy", "configuration applied"):
         assert line in first.stdout, first.stdout
-    assert "rabbitmq" not in first.stdout  # its files did not change: not restarted
+    assert "rabbitmq" not in failed.stdout + first.stdout  # its files did not change: not restarted
+    assert host.exec("test", "-e", "/var/lib/kazoo-bootstrap/pending/haproxy").returncode != 0
     second = as_ops(receive, stdin=bundle)
     assert second.returncode == 0 and "updated" not in second.stdout and "restart" not in second.stdout
     assert grown.host("kazoo2").fqdn in host.exec("cat", "/etc/hosts").stdout

@@ -277,3 +277,18 @@ kill %1
 """
     run = subprocess.run(["unshare", "--net", "--mount", "bash", "-c", script], capture_output=True, text=True, timeout=60)
     assert "root: stand-in" in run.stdout and "nobody: refused" in run.stdout, run.stdout + run.stderr
+
+
+def test_no_file_in_user_data_with_a_secret_is_readable_by_others(user_data):
+    """host.env (0600) and every rendered file holding a secret (0640 or 0600): never world-readable,
+    whatever cloud-init's default mode would be."""
+    import yaml
+
+    for (stack, host), (text, _) in user_data.items():
+        files = {f["path"]: f for f in yaml.safe_load(text.split("\n", 1)[1])["write_files"]}
+        assert files["/etc/kazoo-bootstrap/host.env"]["permissions"] == "0600", (stack, host)
+        for path, entry in files.items():
+            # the mock engine's generated secrets: <name><hex>, e.g. rabbitmqpassword1a2b... (tools/mock_engine.py)
+            if re.search(r"(erlangcookie|couchdbcookie|couchdbpassword|rabbitmqpassword|kamailiodbpassword)[0-9a-f]{4}",
+                         entry["content"]):
+                assert int(entry["permissions"], 8) & 0o004 == 0, (stack, host, path)

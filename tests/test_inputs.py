@@ -79,6 +79,10 @@ REFUSED = [
     (HETZNER, {"adminCidrs": ["203.0.113.0/24", "203.0.113.0/24"]}, "kazoo:adminCidrs"),
     (HETZNER, {"carrierCidrs": ["192.0.2.0/28", "192.0.2.0/28"]}, "kazoo:carrierCidrs"),
     (HETZNER, {"sipCidrs": []}, "kazoo:sipCidrs"),
+    (HETZNER, {"apiCidrs": ["0.0.0.0/0"]}, "kazoo:apiCidrs"),  # a world-open API in plain HTTP
+    (AWS, {"apiCidrs": ["0.0.0.0/1", "128.0.0.0/1"]}, "kazoo:apiCidrs"),
+    (HETZNER, {"dns": {"zone": "example.org"}}, "kazoo:dns.zone"),  # does not hold the domain
+    (HETZNER, {"sip": {"tls": True}}, "kazoo:sipTlsCertificate"),
     (HETZNER, {"adminCidrs": ["203.0.113.5/24"]}, "kazoo:adminCidrs"),
     # networks in the wrong ranges
     (HETZNER, {"network": {"cidr": "127.0.0.0/16"}}, "kazoo:network.cidr"),

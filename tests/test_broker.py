@@ -1,0 +1,51 @@
+"""install-broker.sh on a fake host, against a rabbitmqctl stand-in (tests/stubs/rabbitmqctl, RabbitMQ
+3.10's behaviour): the user is made or given the password from stdin, never on a command line; guest
+goes; a second run changes the password of the existing user. (A real RabbitMQ 3.10 runs the same
+script in the boot test.)"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.bootstrap import CLOUD_INIT_DIR, HostContext, render_template, rendered_files
+from core.plan import plan_hosts
+from core.settings import load_settings
+from fakehost import FakeHost, available
+from harness import stack_config
+
+PASSWORD = "rabbitPw0123456789abcdefghijklmn"
+pytestmark = pytest.mark.skipif(not available(), reason="needs root and unshare (as in .ci/run)")
+
+
+def broker(tmp_path):
+    settings = load_settings(stack_config("aws-maximal", {"bootstrap": {"skip": ["couchdb", "kazoo", "freeswitch"]}}))
+    plan = plan_hosts(settings)
+    ctx = HostContext(plan.host("broker1"), plan, settings, None, {"rabbitmq_password": PASSWORD})
+    host = FakeHost(tmp_path, {})
+    (tmp_path / "host.env").write_text(render_template("host.env.j2", ctx))
+    staged = tmp_path / "files"
+    for path, (content, mode) in rendered_files(ctx).items():
+        target = staged / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+        target.chmod(int(mode, 8))
+    (host.state / "units").write_text("rabbitmq-server\n")
+    setup = (f"mkdir -p /etc/kazoo-bootstrap/files && cp -a {staged}/. /etc/kazoo-bootstrap/files/ && "
+             f"install -m 0755 {CLOUD_INIT_DIR}/scripts/install-broker.sh /opt/kazoo-bootstrap/")
+    return host, setup
+
+
+def test_the_user_gets_its_password_on_stdin_and_guest_goes(tmp_path):
+    host, setup = broker(tmp_path)
+    first = host.run(f"{setup} && /opt/kazoo-bootstrap/install-broker.sh")
+    assert first.returncode == 0, first.stdout + first.stderr
+    users = json.loads((host.state / "rabbitmq.json").read_text())["users"]
+    assert set(users) == {"kazoo"} and users["kazoo"]["password"] == PASSWORD
+    assert users["kazoo"]["permissions"] == {"/": [".*", ".*", ".*"]}
+    assert PASSWORD not in "\n".join(host.calls)  # never on rabbitmqctl's command line
+    again = host.run(f"{setup} && /opt/kazoo-bootstrap/install-broker.sh")
+    assert again.returncode == 0, again.stderr
+    assert "rabbitmqctl -q change_password kazoo" in host.calls  # the existing user keeps its name
+    assert PASSWORD not in "\n".join(host.calls)
