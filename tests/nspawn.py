@@ -13,6 +13,7 @@ Everything started is stopped and removed by `close()`, also when a test fails.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -74,7 +75,16 @@ def debian_root(suite: str = "bookworm") -> Path:
     if (root / ".kazoo-e2e-complete").exists():
         return root
     CACHE.mkdir(parents=True, exist_ok=True)
-    work = CACHE / f"{suite}-{key}.building"
+    # one builder at a time (test processes may run side by side): the others wait, then find it
+    with open(CACHE / f".{suite}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (root / ".kazoo-e2e-complete").exists():
+            return root
+        return _build_root(suite, packages, root)
+
+
+def _build_root(suite: str, packages: list[str], root: Path) -> Path:
+    work = root.with_name(root.name + ".building")
     shutil.rmtree(work, ignore_errors=True)
     run("debootstrap", "--variant=minbase", suite, str(work), MIRROR, timeout=900)
     # No service may start inside the chroot while packages install.

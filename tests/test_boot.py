@@ -30,7 +30,7 @@ import pytest
 
 import nspawn
 import upstream
-from tls_ca import TestCA
+from tls_ca import ThrowawayCA
 from core.bootstrap import CLOUD_INIT_DIR, HostContext, config_bundle, render_user_data
 from core.kamailio import kamailio_plan
 from core.plan import Plan, plan_hosts
@@ -153,7 +153,7 @@ def clouds(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("boot")
     tag = f"kz{os.getpid() % 100000}"
     made: dict[str, Cloud] = {}
-    ca = TestCA(workdir / "ca")
+    ca = ThrowawayCA(workdir / "ca")
     first = ca.issue(MAXIMAL_DOMAIN, 1001)
     SECRETS["sip_tls_key"] = first[1]
     try:

@@ -6,7 +6,7 @@ from core.firewall import INTERNAL_PORTS, firewall_matrix, internal_port_names, 
 from core.roles import Role
 from core.settings import WORLD, load_settings
 from harness import run_stack_file, stack_config
-from tls_ca import TestCA
+from tls_ca import ThrowawayCA
 
 ADMIN = "203.0.113.0/24"
 CARRIERS = "192.0.2.0/28"
@@ -34,7 +34,7 @@ def test_world_reaches_only_sip_and_rtp():
 
 
 def test_tls_and_websockets_add_their_ports_on_proxies_only(tmp_path):
-    certificate, key = TestCA(tmp_path).issue("maximal.aws.voip.example.com", 1)
+    certificate, key = ThrowawayCA(tmp_path).issue("maximal.aws.voip.example.com", 1)
     tls = matrix(sip={"tls": True, "websockets": True}, sipTlsCertificate=certificate, sipTlsKey=key)
     opened = {(r.role.value, r.protocol, r.ports) for r in tls if r.from_world}
     assert opened - WORLD_OPEN == {

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from harness import run_stack_file
-from tls_ca import TestCA
+from tls_ca import ThrowawayCA
 
 STACKS = [f"{c}-{l}" for c in ("hetzner", "aws") for l in ("single", "dual", "maximal")]
 WORLD = {"apiCidrs": ["0.0.0.0/0"]}
@@ -67,7 +67,7 @@ def test_the_sip_domain_leads_to_every_proxy(stack):
 
 
 def test_tls_is_offered_first_when_on(tmp_path):
-    certificate, key = TestCA(tmp_path).issue("maximal.aws.voip.example.com", 5)
+    certificate, key = ThrowawayCA(tmp_path).issue("maximal.aws.voip.example.com", 5)
     result = with_names("aws-maximal", sip={"tls": True}, sipTlsCertificate=certificate, sipTlsKey=key)
     found = records(result)
     domain = "maximal.aws.voip.example.com"

@@ -16,7 +16,7 @@ import pytest
 
 import nspawn
 import upstream
-from tls_ca import TestCA
+from tls_ca import ThrowawayCA
 from core.bootstrap import HostContext, rendered_files
 from core.kamailio import LISTENER_NAMES
 from core.plan import plan_hosts
@@ -81,7 +81,7 @@ def test_every_proxy_config_parses_on_the_real_tree(trixie, stack, tmp_path):
 def test_tls_websockets_and_antiflood_roles_find_their_listeners(trixie, tmp_path):
     """tls-role.cfg listens on TLS_SIP/TLS_ALG_SIP, websockets-role.cfg on TCP_WS/TLS_WSS: names
     local.cfg must define (the last review found them undefined)."""
-    certificate, key = TestCA(tmp_path / "ca").issue("maximal.aws.voip.example.com", 7)
+    certificate, key = ThrowawayCA(tmp_path / "ca").issue("maximal.aws.voip.example.com", 7)
     overrides = {"sip": {"tls": True, "websockets": True, "antiflood": True},
                  "sipTlsCertificate": certificate, "sipTlsKey": key}
     host, local_cfg = next(proxy_configs("aws-maximal", overrides, {"sip_tls_key": key}))

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 
-class TestCA:
+class ThrowawayCA:
     def __init__(self, directory: Path):
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)

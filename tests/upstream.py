@@ -9,9 +9,11 @@ No test reaches GitHub: without the mirror these tests fail (in CI) rather than 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import os
+import shutil
 import subprocess
 import tarfile
 from functools import lru_cache
@@ -42,12 +44,17 @@ def mirror_missing() -> str | None:
 def _git_dir(key: str) -> Path:
     bundle, name, _ = TREES[key]
     git_dir = CACHE / f"{name}.git"
-    if not (git_dir / "HEAD").exists():
+    if not (git_dir / ".complete").exists():
         missing = mirror_missing()
         if missing:
             raise FileNotFoundError(missing)
         CACHE.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["git", "clone", "-q", "--mirror", str(MIRROR / bundle), str(git_dir)], check=True)
+        with open(CACHE / f".{name}.lock", "w") as lock:  # test processes may run side by side
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (git_dir / ".complete").exists():
+                shutil.rmtree(git_dir, ignore_errors=True)
+                subprocess.run(["git", "clone", "-q", "--mirror", str(MIRROR / bundle), str(git_dir)], check=True)
+                (git_dir / ".complete").touch()
     return git_dir
 
 
@@ -74,11 +81,16 @@ def tree(key: str) -> Path:
     _, name, commit = TREES[key]
     target = CACHE / "trees" / f"{name}-{commit}"
     if not (target / ".complete").exists():
-        target.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(fileobj=io.BytesIO(archive(key)), mode="r:gz") as tar:
-            for member in tar.getmembers():
-                member.name = member.name.split("/", 1)[1] if "/" in member.name else ""
-                if member.name:
-                    tar.extract(member, target, filter="data")
-        (target / ".complete").touch()
+        (CACHE / "trees").mkdir(parents=True, exist_ok=True)
+        with open(CACHE / "trees" / f".{name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (target / ".complete").exists():
+                shutil.rmtree(target, ignore_errors=True)
+                target.mkdir(parents=True)
+                with tarfile.open(fileobj=io.BytesIO(archive(key)), mode="r:gz") as tar:
+                    for member in tar.getmembers():
+                        member.name = member.name.split("/", 1)[1] if "/" in member.name else ""
+                        if member.name:
+                            tar.extract(member, target, filter="data")
+                (target / ".complete").touch()
     return target
