@@ -71,8 +71,8 @@ class RoleSettings(Model):
     @field_validator("count")
     @classmethod
     def _positive(cls, value: int) -> int:
-        if not 1 <= value <= 200:
-            raise ValueError(f"must be between 1 and 200 (got {value})")
+        if not 1 <= value <= 1000:  # a bound against typos; the network plan and the clouds set the real ones
+            raise ValueError(f"must be between 1 and 1000 (got {value})")
         return value
 
     @field_validator("image")
