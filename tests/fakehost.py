@@ -77,3 +77,35 @@ bash -c "$KAZOO_COMMAND"
         """A file the last run left in an overlaid directory."""
         top, _, rest = path.lstrip("/").partition("/")
         return (self.tmp / "ovl" / top / "u" / rest).read_text()
+
+
+def stage_files(files: dict[str, tuple[str, str]], directory: Path) -> Path:
+    """Rendered files ({path on the host: (content, mode)}, as core.bootstrap.rendered_files gives
+    them) laid out under `directory` as they sit under /etc/kazoo-bootstrap/files on a host."""
+    for path, (content, mode) in files.items():
+        target = directory / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+        target.chmod(int(mode, 8))
+    return directory
+
+
+# Records the command line of every process of the fake host (its own PID namespace and /proc) until
+# the run ends: `python3 -c PROC_WATCH OUTFILE &` in a setup.
+PROC_WATCH = r"""
+import os, sys, time
+seen = set()
+out = open(sys.argv[1], "w")
+while True:
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                cmd = open(f"/proc/{pid}/cmdline", "rb").read()
+            except OSError:
+                continue
+            if cmd and cmd not in seen:
+                seen.add(cmd)
+                out.write(cmd.replace(b"\0", b" ").decode(errors="replace") + "\n")
+                out.flush()
+    time.sleep(0.002)
+"""

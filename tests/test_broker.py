@@ -12,7 +12,7 @@ import pytest
 from core.bootstrap import CLOUD_INIT_DIR, HostContext, render_template, rendered_files
 from core.plan import plan_hosts
 from core.settings import load_settings
-from fakehost import FakeHost, available
+from fakehost import FakeHost, available, stage_files
 from harness import stack_config
 
 PASSWORD = "rabbitPw0123456789abcdefghijklmn"
@@ -25,12 +25,7 @@ def broker(tmp_path):
     ctx = HostContext(plan.host("broker1"), plan, settings, None, {"rabbitmq_password": PASSWORD})
     host = FakeHost(tmp_path, {})
     (tmp_path / "host.env").write_text(render_template("host.env.j2", ctx))
-    staged = tmp_path / "files"
-    for path, (content, mode) in rendered_files(ctx).items():
-        target = staged / path.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content)
-        target.chmod(int(mode, 8))
+    staged = stage_files(rendered_files(ctx), tmp_path / "files")
     (host.state / "units").write_text("rabbitmq-server\n")
     setup = (f"mkdir -p /etc/kazoo-bootstrap/files && cp -a {staged}/. /etc/kazoo-bootstrap/files/ && "
              f"install -m 0755 {CLOUD_INIT_DIR}/scripts/install-broker.sh /opt/kazoo-bootstrap/")

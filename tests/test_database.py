@@ -55,7 +55,7 @@ from core.orchestration import plan_steps
 from core.plan import plan_hosts
 from core.roles import Role, secrets_for
 from core.settings import load_settings
-from fakehost import STUBS, FakeHost, available
+from fakehost import PROC_WATCH, STUBS, FakeHost, available, stage_files
 from harness import stack_config
 
 STACKS = [f"{c}-{l}" for c in ("hetzner", "aws") for l in ("single", "dual", "maximal")]
@@ -432,12 +432,7 @@ def install_host(tmp: Path, ctx: HostContext) -> tuple[FakeHost, str, dict]:
     """A fake database host as cloud-init leaves it: host.env and the rendered files in place."""
     host = FakeHost(tmp, {})
     (tmp / "host.env").write_text(render_template("host.env.j2", ctx))
-    staged = tmp / "files"
-    for path, (content, mode) in rendered_files(ctx).items():
-        target = staged / path.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content)
-        target.chmod(int(mode, 8))
+    staged = stage_files(rendered_files(ctx), tmp / "files")
     (tmp / "srv").mkdir()
     # /srv and /run are not overlaid: a directory of the test's and a tmpfs stand in for them
     (tmp / "data-volume.sh").write_text(DATA_VOLUME)
@@ -690,25 +685,7 @@ def test_a_node_with_another_cookie_is_caught(tmp_path):
 
 # ----- (4) no secret on a command line while the script runs ---------------------------------------
 
-# Records the command line of every process of the fake host (its own PID namespace and /proc) until
-# killed; the curl shim records each curl's argv exactly.
-PROC_WATCH = r"""
-import os, sys, time
-seen = set()
-out = open(sys.argv[1], "w")
-while True:
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                cmd = open(f"/proc/{pid}/cmdline", "rb").read()
-            except OSError:
-                continue
-            if cmd and cmd not in seen:
-                seen.add(cmd)
-                out.write(cmd.replace(b"\0", b" ").decode(errors="replace") + "\n")
-                out.flush()
-    time.sleep(0.002)
-"""
+# the curl shim records each curl's argv exactly; PROC_WATCH (tests/fakehost.py) every process's
 CURL_SHIM = """#!/bin/bash
 { printf '%s\\0' "$@"; printf '\\n'; } >> "$STUB_STATE/curl-argv"
 exec {curl} "$@"

@@ -26,7 +26,7 @@ from core.bootstrap import CLOUD_INIT_DIR, ROLE_FILES, HostContext, render_templ
 from core.plan import plan_hosts
 from core.roles import Role
 from core.settings import load_settings
-from fakehost import STUBS, FakeHost, available
+from fakehost import STUBS, FakeHost, available, stage_files
 from harness import STACKS, config_from_stack_file
 
 SCRIPTS = CLOUD_INIT_DIR / "scripts"
@@ -528,12 +528,7 @@ def test_install_media_on_a_fake_host(tmp_path):
     archive = tmp_path / "archive.tar.gz"
     archive.write_bytes(upstream.archive("freeswitch_configs"))
     (tmp_path / "lib-standins.sh").write_text(LIB_STANDINS)
-    rendered = tmp_path / "rendered"
-    for path, (content, mode) in rendered_files(ctx).items():
-        target = rendered / path.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(content)
-        target.chmod(int(mode, 8))
+    rendered = stage_files(rendered_files(ctx), tmp_path / "rendered")
     usr = tmp_path / "ovl" / "usr-share"
     prepare = (
         f"set -e; mkdir -p {usr}/u {usr}/w; "

@@ -35,7 +35,7 @@ from core.bootstrap import CLOUD_INIT_DIR, HostContext, config_bundle, config_di
 from core.orchestration import plan_steps
 from core.plan import plan_hosts
 from core.settings import load_settings
-from fakehost import STUBS, FakeHost, available
+from fakehost import PROC_WATCH, STUBS, FakeHost, available
 from harness import stack_config
 
 needs_root = pytest.mark.skipif(not available(), reason="needs root and unshare (as in .ci/run)")
@@ -345,27 +345,6 @@ def test_an_unknown_action_fails_without_asking_sup(tmp_path):
 
 
 # ----- master-account.sh -----------------------------------------------------------------------------
-
-# Records the command line of every process of the fake host (its own PID namespace and /proc) until
-# the run ends.
-PROC_WATCH = r"""
-import os, sys, time
-seen = set()
-out = open(sys.argv[1], "w")
-while True:
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                cmd = open(f"/proc/{pid}/cmdline", "rb").read()
-            except OSError:
-                continue
-            if cmd and cmd not in seen:
-                seen.add(cmd)
-                out.write(cmd.replace(b"\0", b" ").decode(errors="replace") + "\n")
-                out.flush()
-    time.sleep(0.002)
-"""
-
 
 def argv_logging_path(tmp: Path) -> tuple[str, Path]:
     """A PATH whose first directory holds a shim for every program on this machine's PATH and every
