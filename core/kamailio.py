@@ -4,7 +4,8 @@ openkazoo/kamailio-configs 6.0 binds listeners by name (`listen=UDP_SIP` in loca
 `TLS_ALG_SIP` in tls-role.cfg; `TCP_WS`, `TLS_WSS` in websockets-role.cfg), each a substdef of
 `proto:MY_IP_ADDRESS:port`. Per cloud:
 - Hetzner puts the public IPv4 on the interface: the named listeners bind it (phones, carriers),
-  and the private address gets its own UDP/TCP 5060 and 7000 listeners for FreeSWITCH;
+  and the private address gets its own UDP/TCP 5060 and 7000 listeners for FreeSWITCH (MY_IP_ADDRESS,
+  which the registrar hands ecallmgr as the path back to a phone, stays the private address);
 - AWS maps the Elastic IP 1:1 onto the private address: every listener binds the private address
   and advertises the Elastic IP.
 """
@@ -48,7 +49,11 @@ POSTGRES_RESERVED = 10  # superuser_reserved_connections (3) and the bootstrap's
 
 @dataclass(frozen=True)
 class KamailioPlan:
-    address: str  # MY_IP_ADDRESS: what the named listeners bind
+    # MY_IP_ADDRESS: always the private address. Besides the listener names, the tree uses it in
+    # registrar-role.cfg's `Proxy-Path: sip:MY_IP_ADDRESS:port`, which ecallmgr hands FreeSWITCH as
+    # the path to a registered phone: FreeSWITCH, on the private network, must reach it there.
+    address: str
+    listener_address: str  # what the named listeners (UDP_SIP, TLS_SIP, ...) bind
     internal_address: Optional[str]  # a second set of listeners on the private network (Hetzner)
     advertised: Optional[str]  # the public address the listeners advertise (AWS)
     children: int = CHILDREN
@@ -75,5 +80,7 @@ class KamailioPlan:
 
 def kamailio_plan(settings: Settings, host: Host, public_ip: Optional[str]) -> KamailioPlan:
     if settings.cloud is Cloud.HETZNER and public_ip:
-        return KamailioPlan(address=public_ip, internal_address=host.private_ip, advertised=None)
-    return KamailioPlan(address=host.private_ip, internal_address=None, advertised=public_ip)
+        return KamailioPlan(address=host.private_ip, listener_address=public_ip, internal_address=host.private_ip,
+                            advertised=None)
+    return KamailioPlan(address=host.private_ip, listener_address=host.private_ip, internal_address=None,
+                        advertised=public_ip)

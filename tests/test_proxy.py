@@ -137,3 +137,19 @@ def test_postgresql_has_room_for_what_a_real_kamailio_opened():
             limit = int(re.search(r"max_connections = (\d+)", conf).group(1))
             measured_processes = 95 if stack.startswith("hetzner") else 95 - 2 * 8  # two UDP listeners fewer on AWS
             assert limit >= 2 * measured_processes, (stack, host.name, limit)
+
+
+@pytest.mark.parametrize("stack", ["hetzner-maximal", "aws-maximal"])
+def test_the_path_back_to_a_phone_is_the_private_address(stack):
+    """registrar-role.cfg (tree line 414) publishes `"Proxy-Path" : "sip:MY_IP_ADDRESS:$var(port)"`
+    in reg_success; ecallmgr bridges calls to a registered phone through it (ecallmgr_registrar.erl
+    bridge_uri_path), from FreeSWITCH's private sofia socket. MY_IP_ADDRESS must be the private
+    address on both clouds, while Hetzner's named listeners still bind the public one."""
+    registrar = (upstream.tree("kamailio_configs") / "kamailio/registrar-role.cfg").read_text()
+    assert '"Proxy-Path" : "sip:MY_IP_ADDRESS:$var(port)"' in registrar
+    for host, local_cfg in proxy_configs(stack):
+        assert re.findall(r'#!substdef "!MY_IP_ADDRESS!([^!]*)!g"', local_cfg) == [host.private_ip]
+        udp_sip = re.findall(r'#!substdef "!UDP_SIP!([^!]*)!g"', local_cfg)
+        expected = f"udp:{PUBLIC_IP}:5060" if stack.startswith("hetzner") else \
+            f"udp:{host.private_ip}:5060 advertise {PUBLIC_IP}:5060"
+        assert udp_sip == [expected]
