@@ -103,6 +103,15 @@ def plan_steps(settings: Settings, plan: Plan) -> list[Step]:
     if Component.KAZOO not in skip:
         app = plan.with_role(Role.APPLICATION)[0]
         brokers = [f"wait-{h.name}" for h in plan.with_role(Role.BROKER) if h is not app]
+        if Component.COUCHDB not in skip and len(databases) > 1:
+            # Kazoo's first connection creates its system databases: only on the formed cluster, or
+            # each gets one copy on one node (kazoo-start.env.j2). Every application host's Kazoo
+            # waits for this step, which runs once the cluster is there.
+            for host in plan.with_role(Role.APPLICATION):
+                steps.append(Step(f"kazoo-start-{host.name}", host, sudo("kazoo-start.sh"),
+                                  needs=("couchdb-cluster", f"config-{host.name}")))
+                touched[host.name].append(f"kazoo-start-{host.name}")
+            kazoo_needs = [f"kazoo-start-{app.name}"]
         steps.append(
             Step(
                 "kazoo-first-start",

@@ -38,9 +38,9 @@ class FakeHost:
             setup: str | None = None) -> subprocess.CompletedProcess:
         """Run `command` (a shell line, as pulumi-command would) on the fake host, as root.
 
-        `setup`: shell lines run on the fake host first (a failure fails the run), with loopback up
-        and in a PID namespace of the run's own (a fresh /proc shows only the fake host's
-        processes): servers they start in the background, such as fake CouchDB nodes, end with the run.
+        `setup`: shell lines run on the fake host first (a failure fails the run). Every run has
+        loopback up and a PID namespace of its own (a fresh /proc shows only the fake host's
+        processes): servers started in the background, such as fake CouchDB nodes, end with the run.
         """
         t = self.tmp
         mounts = "\n".join(
@@ -55,7 +55,8 @@ mkdir -p /opt/kazoo-bootstrap/remote /etc/kazoo-bootstrap /var/log
 install -m 0755 {scripts} /opt/kazoo-bootstrap/
 install -m 0755 {CLOUD_INIT_DIR}/remote/*.sh /opt/kazoo-bootstrap/remote/
 install -m 0600 {t}/host.env /etc/kazoo-bootstrap/host.env
-{'ip link set lo up; bash -c "$KAZOO_SETUP" </dev/null' if setup is not None else ''}
+ip link set lo up
+{'bash -c "$KAZOO_SETUP" </dev/null' if setup is not None else ''}
 set +e
 bash -c "$KAZOO_COMMAND"
 """
@@ -67,7 +68,9 @@ bash -c "$KAZOO_COMMAND"
             **({"KAZOO_SETUP": setup} if setup is not None else {}),
             **(env or {}),
         }
-        pid = ["--pid", "--fork", "--mount-proc"] if setup is not None else []
+        # a PID namespace of the run's own: whatever it starts in the background (fake CouchDB
+        # nodes, the epmd the systemctl stand-in starts for epmd.socket) ends with it
+        pid = ["--pid", "--fork", "--mount-proc"]
         return subprocess.run(
             ["unshare", "--mount", "--net", *pid, "--propagation", "private", "bash", "-c", driver],
             input=stdin, capture_output=True, text=True, env=environment, timeout=120,

@@ -242,7 +242,8 @@ def test_the_broker_install_runs_again_without_harm(clouds):
     assert cloud.amqp(cloud.ns("app1"), "broker1", "kazoo", SECRETS["rabbitmq_password"]) == "ok"
 
 
-@pytest.mark.parametrize("key,name", [("single", "kazoo1"), ("maximal", "app1")])
+# media hosts too: FreeSWITCH fetches and stores CouchDB-held media at 127.0.0.1:15984 (review A1)
+@pytest.mark.parametrize("key,name", [("single", "kazoo1"), ("maximal", "app1"), ("maximal", "media1")])
 def test_haproxy_listens_where_planned(clouds, key, name):
     made, _ = clouds
     host = made[key].hosts[name]
@@ -250,6 +251,22 @@ def test_haproxy_listens_where_planned(clouds, key, name):
     for port in ("15984", "15986"):
         assert f"127.0.0.1:{port} " in listening and "haproxy" in listening, listening
     assert host.exec("systemctl", "is-active", "haproxy").stdout.strip() == "active"
+
+
+@pytest.mark.parametrize("key,name", [("single", "kazoo1"), ("maximal", "broker1")])
+def test_one_epmd_per_host_held_by_systemd(clouds, key, name):
+    """Review A4: epmd is erlang-base's epmd.socket, up before any Erlang program (lib.sh ensure_epmd),
+    so 4369 belongs to systemd, not to a VM's unit; RabbitMQ registered with it and survives a
+    restart of RabbitMQ (which takes no epmd with it)."""
+    made, _ = clouds
+    host = made[key].hosts[name]
+    assert host.exec("systemctl", "is-active", "epmd.socket").stdout.strip() == "active"
+    owners = nspawn.run("ip", "netns", "exec", host.ns, "ss", "-ltnpH", "sport = :4369").stdout
+    assert owners and all('"systemd"' in line or '"epmd"' in line for line in owners.splitlines()), owners
+    assert "name rabbit at port" in host.exec("epmd", "-names").stdout
+    assert host.exec("systemctl", "restart", "rabbitmq-server", timeout=180).returncode == 0
+    assert host.exec("systemctl", "is-active", "epmd.socket").stdout.strip() == "active"
+    assert "name rabbit at port" in host.exec("epmd", "-names").stdout
 
 
 @pytest.mark.parametrize("key,broker,peer", [("single", "kazoo1", "kazoo1"), ("maximal", "broker1", "media1")])

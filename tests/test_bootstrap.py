@@ -175,7 +175,13 @@ def test_application_names_every_database_broker_and_media(host):
 @pytest.mark.parametrize("host", ["media1", "media2"])
 def test_media_names_every_database_and_application(host):
     files = files_of(MAXIMAL, host)
-    assert "/etc/haproxy/haproxy.cfg" not in files  # FreeSWITCH reaches Kazoo, not CouchDB
+    # FreeSWITCH fetches and stores CouchDB-held media at the 127.0.0.1:15984 URLs Kazoo gives it
+    # (kazoo kz_couch_attachments.erl attachment_url, use_bigcouch_direct): every DB node behind it
+    servers = re.findall(r"server db\d+ ([\d.]+):(\d+) check", files["/etc/haproxy/haproxy.cfg"])
+    assert sorted(servers) == sorted([(ip, "5984") for ip in ips(MAXIMAL, Role.DATABASE)] * 2)
+    db_rules = files_of(MAXIMAL, "db1")["/etc/nftables.conf"]
+    media_ip = next(h.private_ip for h in plan_hosts(load_settings(stack_config(MAXIMAL))).hosts if h.name == host)
+    assert any(media_ip in line for line in db_rules.splitlines() if "dport 5984 accept" in line)
     assert nft_sources(files["/etc/nftables.conf"], "8031") == ips(MAXIMAL, Role.APPLICATION)
     assert nft_sources(files["/etc/nftables.conf"], "11000") == ips(MAXIMAL, Role.PROXY)
 
@@ -292,3 +298,19 @@ def test_no_file_in_user_data_with_a_secret_is_readable_by_others(user_data):
             if re.search(r"(erlangcookie|couchdbcookie|couchdbpassword|rabbitmqpassword|kamailiodbpassword)[0-9a-f]{4}",
                          entry["content"]):
                 assert int(entry["permissions"], 8) & 0o004 == 0, (stack, host, path)
+
+
+def test_user_data_over_a_limit_with_gzip_is_packed_tighter_or_refused(monkeypatch):
+    """encode_user_data: gzip -9 when it fits; zopfli's deflate (the same gzip format cloud-init
+    reads) when only that fits; a clear error when nothing does."""
+    import gzip as gz
+    from core import bootstrap as b
+    text = (CLOUD_INIT_DIR / "scripts" / "configure.sh").read_text() + (CLOUD_INIT_DIR / "scripts" / "lib.sh").read_text()
+    plain = len(gz.compress(text.encode(), compresslevel=9, mtime=0))
+    assert len(base64.b64decode(b.encode_user_data(text, "aws"))) == plain
+    monkeypatch.setitem(b.USER_DATA_LIMITS, "aws", plain - 1)
+    tight = b.encode_user_data(text, "aws")
+    assert len(base64.b64decode(tight)) < plain and decode_user_data(tight) == text
+    monkeypatch.setitem(b.USER_DATA_LIMITS, "aws", plain // 2)
+    with pytest.raises(ValueError, match="exceeds aws's limit"):
+        b.encode_user_data(text, "aws")

@@ -44,3 +44,20 @@ def test_the_user_gets_its_password_on_stdin_and_guest_goes(tmp_path):
     assert again.returncode == 0, again.stderr
     assert "rabbitmqctl -q change_password kazoo" in host.calls  # the existing user keeps its name
     assert PASSWORD not in "\n".join(host.calls)
+
+
+def test_rabbitmq_can_read_its_configuration_when_the_package_first_starts_it(tmp_path):
+    """On a fresh image the package's postinst starts RabbitMQ (Debian 12 rabbitmq-server 3.10.8-1.1+deb12u1:
+    `invoke-rc.d rabbitmq-server ... || exit 1`) after chowning only /etc/rabbitmq and enabled_plugins.
+    A root:root 0640 rabbitmq.conf then stops the node (eacces, failed_to_parse_configuration_file,
+    reproduced by the review), and the install fails. Here the host has no rabbitmq account yet, and
+    the stand-in for apt records who may read the file at the moment the package would start."""
+    host, setup = broker(tmp_path)
+    fresh = "sed -i '/^rabbitmq:/d' /etc/passwd /etc/group /etc/shadow /etc/gshadow"
+    standin = ('apt_install() { echo "apt_install $* conf=$(stat -c %U:%G:%a /etc/rabbitmq/rabbitmq.conf 2>&1)" '
+               '>> "$STUB_STATE/calls.log"; }')
+    run = host.run(f"{setup} && {fresh} && printf '%s\\n' '{standin}' >> /opt/kazoo-bootstrap/lib.sh && "
+                   "/opt/kazoo-bootstrap/install-broker.sh")
+    assert run.returncode == 0, run.stdout + run.stderr
+    install = next(c for c in host.calls if c.startswith("apt_install rabbitmq-server"))
+    assert install.endswith("conf=root:rabbitmq:640"), install

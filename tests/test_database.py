@@ -216,9 +216,12 @@ def test_ini_values_as_couchdb_reads_them(ctx):
 @pytest.mark.parametrize("ctx", DB_HOSTS)
 def test_epmd_unit_and_modes(ctx):
     rendered, modes = files(ctx), {p: m for p, (_, m) in rendered_files(ctx).items()}
-    env = [line for line in rendered[ENV_FILE].splitlines() if line and not line.startswith("#")]
-    assert env == [f"ERL_EPMD_ADDRESS={ctx.host.private_ip}"]
+    # epmd is the host's epmd.socket (lib.sh ensure_epmd), never one erlexec starts in couchdb.service:
+    # the package's /etc/default/couchdb (ERL_EPMD_ADDRESS) is left alone, it no longer matters
+    assert ENV_FILE not in rendered
+    assert re.findall(r"^-start_epmd (\S+)$", rendered[VM_ARGS], re.M) == ["false"]
     unit = rendered[DROP_IN]
+    assert "Wants=epmd.socket" in unit and "After=epmd.socket" in unit and "Requires=epmd" not in unit
     # bin/couchdb: ARGS_FILE="${COUCHDB_ARGS_FILE:-$ROOTDIR/etc/vm.args}" (rel/files/couchdb.in)
     assert re.search(r"^\[Service\]\nEnvironment=COUCHDB_ARGS_FILE=(\S+)$", unit, re.M).group(1) == VM_ARGS
     assert re.search(r"^\[Unit\]\n(?:#.*\n)*RequiresMountsFor=/srv/couchdb$", unit, re.M)
@@ -471,8 +474,11 @@ def test_install_database_keeps_the_cookie_out_of_debconf_and_leaves_a_writable_
     assert owners["/opt/couchdb/etc/kazoo.vm.args"] == "root:couchdb 640"
     assert owners["/opt/couchdb/etc/local.d/zz-runtime.ini"] == "couchdb:couchdb 640"
     assert owners["/srv/couchdb/data"] == "couchdb:couchdb 750"
-    assert owners["/etc/default/couchdb"] == "root:root 644"
-    assert host.file("/etc/default/couchdb") == files(ctx)[ENV_FILE]  # --force-confold kept ours
+    # the package's own /etc/default/couchdb, untouched: with -start_epmd false its address is unused
+    assert host.file("/etc/default/couchdb") == "ERL_EPMD_ADDRESS=127.0.0.1\n"
+    # the host's epmd is up before the package's postinst starts CouchDB
+    calls = host.calls
+    assert calls.index("systemctl enable --now epmd.socket") < calls.index("apt-get: couchdb installed (mode none)")
     # the package's own vm.args: the empty debconf cookie, which nothing reads (COUCHDB_ARGS_FILE)
     assert "-setcookie ''" in host.file("/opt/couchdb/etc/vm.args")
 

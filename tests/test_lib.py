@@ -42,3 +42,22 @@ def test_keys_are_named_by_what_they_hold_and_repositories_added_once(tmp_path):
     by_repo = {l.split()[2]: l.split()[1].removeprefix("[signed-by=").removesuffix("]") for l in lists}
     assert by_repo["https://repo.example.com/debian"].endswith(".asc")
     assert by_repo["https://other.example.com/deb"].endswith(".gpg")
+
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/usr/bin/epmd"), reason="needs Debian's erlang-base (.ci/run)")
+def test_ensure_epmd_starts_the_hosts_one_epmd_and_fails_beside_a_single_address_one(tmp_path):
+    """ensure_epmd checks the socket unit's state and what answers, not `enable --now`'s exit code.
+    Through the systemctl stand-in (epmd.socket binds [::]:4369 and runs the real epmd): on a clean
+    host 4369 answers. Beside an epmd bound to one address first (what CouchDB's erlexec started with
+    ERL_EPMD_ADDRESS=<ip> left; the review reproduced EADDRINUSE for the socket unit), the bootstrap
+    stops, naming it, although that epmd answers on loopback (epmd_srv.c always adds it)."""
+    host = FakeHost(tmp_path, {"KAZOO_SKIP": ""})
+    prelude = ". /opt/kazoo-bootstrap/lib.sh && apt_install() { :; } && EPMD_WAIT_SECONDS=0.1 && "
+    clean = host.run(prelude + "ensure_epmd && echo OK && epmd -names")
+    assert clean.returncode == 0 and "OK" in clean.stdout, clean.stderr
+    assert "epmd: up and running on port 4369" in clean.stdout
+    # a private epmd on 127.0.0.2 only (as ERL_EPMD_ADDRESS makes one): the unit cannot bind
+    taken = host.run(prelude + "ERL_EPMD_ADDRESS=127.0.0.2 epmd -daemon && sleep 0.3 && ensure_epmd")
+    assert taken.returncode != 0
+    assert "epmd.socket is failed: another epmd holds 4369" in taken.stderr

@@ -70,7 +70,11 @@ def test_wait_also_waits_for_the_public_ip_and_the_data_volume(maximal):
 def test_each_step_needs_the_hosts_it_talks_to_and_nothing_more(maximal):
     assert step_deps(maximal, "config-app2") == {"wait-app2"}
     assert step_deps(maximal, "couchdb-cluster") == {"config-db1", "wait-db2", "wait-db3"}
-    assert step_deps(maximal, "kazoo-first-start") == {"couchdb-cluster", "config-app1", "wait-broker1", "wait-broker2"}
+    # Kazoo starts on each application host once the cluster is formed (review A5)
+    assert step_deps(maximal, "kazoo-start-app1") == {"couchdb-cluster", "config-app1"}
+    assert step_deps(maximal, "kazoo-start-app2") == {"couchdb-cluster", "config-app2"}
+    assert step_deps(maximal, "kazoo-first-start") == {"kazoo-start-app1", "config-app1", "wait-broker1", "wait-broker2"}
+    assert step_deps(maximal, "readiness-app2") == {"config-app2", "kazoo-start-app2"}
     assert step_deps(maximal, "register-media2") == {"kazoo-first-start", "wait-media2"}
     assert step_deps(maximal, "trust-proxy1") == {"kazoo-first-start", "wait-proxy1"}
     assert step_deps(maximal, "carrier-192-0-2-0-28") == {"kazoo-first-start"}
@@ -279,7 +283,7 @@ def test_remote_scripts_pass_shellcheck():
     if shellcheck is None:
         pytest.skip("shellcheck not installed (.ci/run installs it)")
     scripts = sorted((CLOUD_INIT_DIR / "remote").glob("*.sh"))
-    assert len(scripts) == 8
+    assert len(scripts) == 9
     for script in scripts:
         assert "set -euo pipefail" in script.read_text(), script.name
     run = subprocess.run([shellcheck, "-x", "-P", "SCRIPTDIR", *map(str, scripts)], capture_output=True, text=True)

@@ -636,14 +636,18 @@ def owner(path: str) -> str:
     return next((o for prefix, o in GROUPS if path == prefix or (prefix.endswith("/") and path.startswith(prefix))), "root:root")
 
 
-def push_host(tmp: Path, ctx: HostContext, kazoo_units: tuple = ("kazoo-applications", "kazoo-ecallmgr")) -> FakeHost:
+def push_host(tmp: Path, ctx: HostContext, kazoo_units: tuple = ("kazoo-applications", "kazoo-ecallmgr"),
+              cluster_ready: bool = True) -> FakeHost:
     """A host as its first boot leaves it before the push: the service accounts, the packages'
-    units and kazoo-configs' units (install-application.sh puts them in /etc/systemd/system)."""
+    units and kazoo-configs' units (install-application.sh puts them in /etc/systemd/system).
+    `cluster_ready`: the orchestration's kazoo-start step has run (the CouchDB cluster is formed)."""
     host = fake_host(tmp, ctx)
     (host.state / "units").write_text(UNITS)
     units = " ".join(f"/etc/systemd/system/{u}.service" for u in kazoo_units)
+    ready = f" && mkdir -p {STATE_DIR} && touch {STATE_DIR}/couchdb-cluster-ready" if cluster_ready else ""
     run = host.run(f". /opt/kazoo-bootstrap/lib.sh && for a in {' '.join(ACCOUNTS)}; do ensure_system_user $a /nonexistent; done"
-                   + (f" && mkdir -p /etc/systemd/system && printf '[Service]\\nExecStart=/bin/true\\n' | tee {units} >/dev/null" if units else ""))
+                   + (f" && mkdir -p /etc/systemd/system && printf '[Service]\\nExecStart=/bin/true\\n' | tee {units} >/dev/null" if units else "")
+                   + ready)
     assert run.returncode == 0, run.stderr
     return host
 
@@ -798,11 +802,13 @@ def test_freeswitch_restarts_at_first_boot_only(tmp_path):
     b1, b2 = bundle_file(tmp_path, ctx, "1"), bundle_file(tmp_path, moved, "2")
     boot = host.run(f"{HIDE_UNITS}\n{push_line(ctx, b1)}", env=receive_env(ctx, KAZOO_FIRST_BOOT="1"))
     assert boot.returncode == 0, boot.stderr
-    assert systemd(host)["jobs"] == ["restart freeswitch.service"]
+    # HAProxy (FreeSWITCH's way to CouchDB-held media) first, in configure.sh's ORDER
+    assert systemd(host)["jobs"] == ["reload-or-restart haproxy.service", "restart freeswitch.service"]
     later = host.run(f"{HIDE_UNITS}\n{push_line(moved, b2)}", env=receive_env(moved))
     assert later.returncode == 0, later.stderr
     assert "198.51.100.99" in on_host(tmp_path, "/etc/kazoo/freeswitch/local.env").read_text()
-    assert systemd(host)["jobs"] == ["restart freeswitch.service"]  # a running FreeSWITCH keeps its calls
+    # a running FreeSWITCH keeps its calls
+    assert systemd(host)["jobs"] == ["reload-or-restart haproxy.service", "restart freeswitch.service"]
     assert not list(on_host(tmp_path, f"{STATE_DIR}/pending").iterdir())  # deferred to the operator, not retried
 
 
@@ -831,3 +837,33 @@ def test_a_changed_script_changes_the_push_fingerprint(tmp_path, monkeypatch):
         monkeypatch.undo()
         bootstrap.cloud_init_file.cache_clear()
     assert config_digest(ctx) == before
+
+
+@needs_root
+def test_kazoo_waits_for_the_couchdb_cluster_then_kazoo_start_starts_it(tmp_path):
+    """Review A5. With three database nodes, the first boot and every push before the cluster is
+    formed leave the Kazoo units stopped and pending: Kazoo's first connection would create its
+    system databases on unjoined nodes, one copy each (kazoo_data_bootstrap.erl init_dbs; couchdb
+    mem3_util.erl n_val/2). The orchestration's kazoo-start step (after couchdb-cluster) starts them."""
+    ctx = context("aws-maximal", "app1")
+    assert "KAZOO_START_AFTER_CLUSTER=1" in files(ctx)["/etc/kazoo/kazoo-start.env"]
+    host = push_host(tmp_path, ctx, cluster_ready=False)
+    bundle = bundle_file(tmp_path, ctx, "1")
+    boot = host.run(f"{HIDE_UNITS}\n{push_line(ctx, bundle)}", env=receive_env(ctx, KAZOO_FIRST_BOOT="1"))
+    assert boot.returncode == 0, boot.stdout + boot.stderr
+    assert "kazoo-applications waits for the CouchDB cluster" in boot.stdout + boot.stderr
+    assert systemd(host)["jobs"] == ["reload-or-restart haproxy.service"]
+    assert not systemd(host)["units"].get("kazoo-applications.service", {}).get("enabled")  # not at a reboot either
+    pending = on_host(tmp_path, f"{STATE_DIR}/pending")
+    assert {p.name for p in pending.iterdir()} == {"kazoo-applications", "kazoo-ecallmgr"}
+    start = steps(ctx)["kazoo-start-app1"].create
+    assert start == "sudo -n /opt/kazoo-bootstrap/remote/kazoo-start.sh"
+    started = host.run(f"{HIDE_UNITS}\n/opt/kazoo-bootstrap/remote/kazoo-start.sh")
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert systemd(host)["jobs"][1:] == ["restart kazoo-applications.service", "restart kazoo-ecallmgr.service"]
+    assert systemd(host)["units"]["kazoo-ecallmgr.service"]["enabled"]
+    assert not list(pending.iterdir())
+    # a single database node: nothing to wait for
+    single = context(SINGLE, "kazoo1")
+    assert "KAZOO_START_AFTER_CLUSTER=0" in files(single)["/etc/kazoo/kazoo-start.env"]
+    assert not any(s.startswith("kazoo-start") for s in steps(single))

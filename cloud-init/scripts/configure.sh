@@ -131,9 +131,15 @@ rm -f "$PENDING/nftables"
 # Proxies reload gracefully (connections in flight survive); the others need a restart to read
 # their files. FreeSWITCH restarts only during the first boot: later, a restart would drop every
 # call on the host, so a changed configuration waits for an operator to pick a quiet moment.
+# With more than one database node, Kazoo waits until the orchestration's kazoo-start step has marked
+# the CouchDB cluster formed (kazoo-start.env.j2 says why); its restarts stay pending until then.
+kazoo_waits() {
+  grep -qx 'KAZOO_START_AFTER_CLUSTER=1' /etc/kazoo/kazoo-start.env 2>/dev/null && [ ! -e "$STATE_DIR/couchdb-cluster-ready" ]
+}
 action_of() {
   case $1 in
     haproxy | nginx) echo reload-or-restart ;;
+    kazoo-applications | kazoo-ecallmgr) kazoo_waits && echo wait || echo restart ;;
     freeswitch) [ -n "${KAZOO_FIRST_BOOT:-}" ] && echo restart || echo defer ;;
     *) echo restart ;;
   esac
@@ -166,8 +172,12 @@ for service in $ORDER; do
     failed+=("$service (no such unit)")
     continue
   fi
-  systemctl enable "$service" >/dev/null 2>&1 || true
   action=$(action_of "$service")
+  if [ "$action" = wait ]; then
+    log "$service waits for the CouchDB cluster (the kazoo-start step starts it)"
+    continue
+  fi
+  systemctl enable "$service" >/dev/null 2>&1 || true
   if [ "$action" = defer ]; then
     log "NOTICE: $service has a new configuration; restart it when it carries no calls"
     rm -f "$PENDING/$service"

@@ -6,10 +6,10 @@ set -euo pipefail
 # shellcheck source=lib.sh
 . /opt/kazoo-bootstrap/lib.sh
 load_env
-# Every CouchDB node behind 127.0.0.1:15984/15986. Debian's erlang-base for its epmd.socket: one
-# epmd per host on every address (the Kazoo nodes and mod_kazoo register with it).
-apt_install haproxy erlang-base
-systemctl enable --now epmd.socket >/dev/null 2>&1 || true
+# Every CouchDB node behind 127.0.0.1:15984/15986; the host's one epmd (lib.sh ensure_epmd), which
+# the Kazoo nodes register with.
+apt_install haproxy
+ensure_epmd
 
 if skipped kazoo; then
   log "kazoo skipped (bootstrap.skip)"
@@ -65,8 +65,9 @@ else
     log "WARNING: the kazoo package has no kazoo_ecallmgr.boot: ecallmgr boots kazoo.boot and its media proxy may collide with kazoo_apps' on 24517"
   fi
   chmod 0644 /etc/kazoo/ecallmgr.env 2>/dev/null || true
+  # configure.sh enables and starts the units (and holds them back until the CouchDB cluster is
+  # formed when there are several database nodes: kazoo-start.env)
   systemctl daemon-reload
-  systemctl enable kazoo-applications kazoo-ecallmgr >/dev/null 2>&1
 fi
 
 if [ -n "${MONSTER_UI_URL:-}" ]; then

@@ -8,8 +8,14 @@ if skipped rabbitmq; then log "rabbitmq skipped (bootstrap.skip)"; exit 0; fi
 # Debian's Erlang for RabbitMQ and its tools, whatever else the host has on PATH (see the unit's drop-in).
 export PATH=/usr/lib/erlang/bin:$PATH
 # The rendered rabbitmq.conf (default_user, never guest) and the unit's drop-in must be there before
-# the first start.
+# the first start, which the package's postinst makes (invoke-rc.d ... || exit 1). The account and
+# group first: the files are root:rabbitmq 0640, and Debian 12's postinst chowns only /etc/rabbitmq
+# and enabled_plugins, never rabbitmq.conf (unreadable: eacces, failed_to_parse_configuration_file,
+# and the install fails). The package's adduser then finds the account and moves on.
+ensure_system_user rabbitmq /var/lib/rabbitmq
 "$BOOTSTRAP_DIR/configure.sh" files
+# The host's one epmd before RabbitMQ (its unit Wants epmd.socket too).
+ensure_epmd
 apt_install rabbitmq-server
 # A pre-baked image (or an earlier boot) started it before its files and drop-in were there.
 restart_if_pending rabbitmq-server

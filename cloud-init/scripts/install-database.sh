@@ -17,6 +17,9 @@ if skipped couchdb; then log "couchdb skipped (bootstrap.skip): volume left as i
 # it and leaves it alone: `if ! getent passwd couchdb`).
 ensure_system_user couchdb /opt/couchdb
 "$BOOTSTRAP_DIR/configure.sh" files
+# The host's one epmd before CouchDB's first start: kazoo.vm.args says -start_epmd false, so CouchDB
+# never runs an epmd of its own inside couchdb.service (lib.sh ensure_epmd).
+ensure_epmd
 
 # The data volume (named in /etc/kazoo/data-volume.env): by its id, waited for, formatted only when
 # blank, mounted, grown.

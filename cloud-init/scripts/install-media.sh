@@ -8,13 +8,16 @@ set -euo pipefail
 # shellcheck source=lib.sh
 . /opt/kazoo-bootstrap/lib.sh
 load_env
+# FreeSWITCH reaches CouchDB through this host's HAProxy (haproxy.cfg.j2): the media URLs Kazoo hands
+# it are http://kazoo:...@127.0.0.1:15984/... (kz_couch_attachments.erl attachment_url).
+apt_install haproxy
 if skipped freeswitch; then log "freeswitch skipped (bootstrap.skip)"; exit 0; fi
 TREE=/etc/kazoo/freeswitch
 HOME_DIR=/var/lib/kazoo-freeswitch
 MOD_DIR=/usr/lib/freeswitch/mod  # the build's --prefix=/usr (verify-install.yml tests mod_kazoo.so there)
 
-# epmd for mod_kazoo: the package ships no fs_epmd; erlang-base's epmd.socket listens on 4369.
-apt_install erlang-base
+# epmd for mod_kazoo: the package ships no fs_epmd; the host's one epmd (lib.sh ensure_epmd).
+ensure_epmd
 # No Depends in the package: the runtime libraries of its build's -dev list (Dockerfile.debian-12;
 # bookworm names, facts-kazoo.md §2). Core: ssl curl pcre sqlite speex edit uuid jpeg zlib odbc
 # tiff (spandsp); modules: ldns (enum) lua opus sndfile mpg123/lame/shout (shout) pq (pgsql) png.
@@ -24,7 +27,6 @@ apt_install libssl3 libcurl4 libpcre3 libsqlite3-0 libspeex1 libspeexdsp1 libedi
   libmp3lame0 libshout3 libpq5 libpng16-16
 use_source freeswitch 'freeswitch*'
 apt_install freeswitch
-systemctl enable --now epmd.socket
 
 # The package creates no account (its postinst is only ldconfig); the unit runs FreeSWITCH as it.
 ensure_system_user freeswitch "$HOME_DIR"

@@ -161,6 +161,25 @@ ensure_system_user() {
     adduser --system --quiet --ingroup "$name" --home "$home" --no-create-home --shell /usr/sbin/nologin "$name"
 }
 
+# ensure_epmd: one epmd per host, Debian erlang-base's epmd.socket (ListenStream=4369, every address;
+# nftables decides who reaches it), started before any Erlang program. Otherwise the first VM to
+# start (CouchDB's erlexec, -start_epmd by default) runs epmd inside its own unit: epmd.socket then
+# fails with EADDRINUSE, and a restart of that unit takes every node's registration on the host with
+# it (mod_kazoo publishes once, at start). Such an epmd also answers on loopback, so both are checked:
+# the socket unit is active, and 4369 answers.
+ensure_epmd() {
+  local n
+  apt_install erlang-base
+  systemctl enable --now epmd.socket >/dev/null 2>&1 || true
+  systemctl is-active --quiet epmd.socket ||
+    die "epmd.socket is $(systemctl is-active epmd.socket 2>&1 || true): another epmd holds 4369 (ss -ltnp 'sport = 4369')"
+  for n in $(seq 1 20); do
+    (exec 3<>/dev/tcp/127.0.0.1/4369) 2>/dev/null && return 0
+    sleep "${EPMD_WAIT_SECONDS:-0.5}"
+  done
+  die "epmd.socket is active but nothing answers on 127.0.0.1:4369 after $n tries"
+}
+
 # check_linked FILE...: every shared library the files need is present (the community packages
 # declare no Depends: builder's install check, `! ldd /usr/bin/freeswitch | grep -q 'not found'`).
 check_linked() {

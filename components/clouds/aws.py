@@ -227,7 +227,7 @@ class AwsSeam(CloudSeam):
             private_ip=host.private_ip,
             vpc_security_group_ids=groups,
             placement_group=spread_group.id,
-            user_data_base64=user_data.apply(encode_user_data),
+            user_data_base64=user_data.apply(lambda text: encode_user_data(text, "aws")),
             metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
                 http_tokens="required", http_endpoint="enabled", http_put_response_hop_limit=1
             ),

@@ -137,7 +137,7 @@ class HetznerSeam(CloudSeam):
             image=self.settings.image,
             location=host.zone,
             labels=self.labels(host.roles),
-            user_data=user_data.apply(lambda text: encode_user_data(text)),
+            user_data=user_data.apply(lambda text: encode_user_data(text, "hetzner")),
             placement_group_id=_int(spread_group.id),
             public_nets=[
                 hcloud.ServerPublicNetArgs(
