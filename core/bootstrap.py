@@ -94,6 +94,9 @@ ROLE_FILES = {
         ("kazoo-applications.service.d.conf.j2", "/etc/systemd/system/kazoo-applications.service.d/kazoo.conf", "0644", C.KAZOO),
         ("kazoo-ecallmgr.service.d.conf.j2", "/etc/systemd/system/kazoo-ecallmgr.service.d/kazoo.conf", "0644", C.KAZOO),
         ("kazoo-start.env.j2", "/etc/kazoo/kazoo-start.env", "0644", C.KAZOO),
+        # the cookie of both Kazoo nodes, where Erlang and relx look for it ($HOME of the units):
+        # never -setcookie, which would put it on beam's command line (kazoo-vm.args.j2)
+        ("kazoo-erlang-cookie.j2", "/opt/kazoo/.erlang.cookie", "0400", C.KAZOO),
         ("haproxy.cfg.j2", "/etc/haproxy/haproxy.cfg", "0644", None),
     ],
     Role.MEDIA: [
@@ -117,7 +120,8 @@ ROLE_FILES = {
 # it travels with the rest, so a host added later reaches the running hosts' /etc/hosts.
 COMMON_FILES = [("nftables.conf.j2", "/etc/nftables.conf", "0600", None), ("hosts.j2", "/etc/hosts", "0644", None)]
 SCRIPTS = ["lib.sh", "bootstrap.sh", "configure.sh"]
-ROLE_SCRIPTS = {Role.MEDIA: ("freeswitch-local.sh",), Role.DATABASE: ("data-volume.sh",)}  # beside install-<role>.sh
+ROLE_SCRIPTS = {Role.MEDIA: ("freeswitch-local.sh",), Role.DATABASE: ("data-volume.sh",),
+                Role.APPLICATION: ("ecallmgr-view.sh",)}  # beside install-<role>.sh
 BOOTSTRAP_DIR = "/opt/kazoo-bootstrap"
 RENDERED_DIR = "/etc/kazoo-bootstrap/files"
 AMQP_NAMES = ["", "SECONDARY_", "TERTIARY_", "QUATERNARY_", "QUINARY_", "SENARY_", "SEPTENARY_",

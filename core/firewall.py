@@ -8,6 +8,7 @@ shared/reference/kazoo.md §1.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -82,6 +83,12 @@ class Rule:
         return isinstance(self.source, Cidrs) and any(c in WORLD for c in self.source.cidrs)
 
 
+def _within(cidrs: tuple[str, ...], outer: tuple[str, ...]) -> bool:
+    """Every network of `cidrs` inside one of `outer`."""
+    nets = [ipaddress.ip_network(c) for c in outer]
+    return all(any(n.version == o.version and n.subnet_of(o) for o in nets) for n in map(ipaddress.ip_network, cidrs))
+
+
 def _both(role: Role, port: int, source: Source, purpose: str, high: Optional[int] = None) -> list[Rule]:
     ports = (port, high or port)
     return [Rule(role, proto, ports, source, purpose) for proto in ("udp", "tcp")]
@@ -115,12 +122,17 @@ def firewall_matrix(settings: Settings) -> list[Rule]:
             rules.append(Rule(P, "tcp", (5065, 5065), sip, "sip-wss"))
     rules += _both(P, 5060, M, "sip-from-media")
     rules += _both(P, 7000, M, "sip-alg-from-media")
+    # Carriers come in through Kamailio, as phones do, and send RTP to FreeSWITCH. Never to
+    # FreeSWITCH's SIP port: its profile advertises the private address (sip-ip, ext-sip-ip), so a
+    # carrier's ACK and BYE could never reach it (review B6).
+    if carriers.cidrs and not _within(carriers.cidrs, sip.cidrs):
+        rules += _both(P, 5060, carriers, "sip-from-carriers")
+        rules += _both(P, 7000, carriers, "sip-alg-from-carriers")
+        rules.append(Rule(M, "udp", RTP_PORTS, carriers, "rtp-from-carriers"))
 
-    # FreeSWITCH: RTP from the world of callers; SIP only from Kamailio and the carriers.
+    # FreeSWITCH: RTP from the world of callers; SIP only from Kamailio.
     rules.append(Rule(M, "udp", RTP_PORTS, sip, "rtp"))
     rules += _both(M, 11000, P, "sip-from-proxy")
-    if carriers.cidrs:
-        rules += _both(M, 11000, carriers, "sip-from-carriers")
     # ecallmgr drives FreeSWITCH over Erlang: epmd, the mod_kazoo C-node and its event streams.
     rules.append(Rule(M, "tcp", (4369, 4369), A, "epmd-from-ecallmgr"))
     rules.append(Rule(M, "tcp", (8031, 8031), A, "mod-kazoo"))
@@ -128,17 +140,18 @@ def firewall_matrix(settings: Settings) -> list[Rule]:
 
     # Kazoo applications: the API and the UI from apiCidrs, or, with dns.zone, from the cloud's load
     # balancer that terminates HTTPS for them (plain HTTP then stays on the private network);
-    # media and fax proxies for FreeSWITCH.
+    # the media proxy for FreeSWITCH.
     lb = load_balancer_cidrs(settings)
     web = Cidrs("loadBalancer", lb) if lb else api
     rules.append(Rule(A, "tcp", (8000, 8000), web, "crossbar"))
     if settings.sources.monster_ui is not None:
         rules.append(Rule(A, "tcp", (80, 80), web, "monster-ui-http"))
+    # (no fax proxy, 30950: the FreeSWITCH package has no mod_spandsp, so FreeSWITCH never fetches faxes)
     rules.append(Rule(A, "tcp", (24517, 24518), M, "media-proxy"))
-    rules.append(Rule(A, "tcp", (30950, 30950), M, "fax-proxy"))
 
-    # RabbitMQ: AMQP from every role that talks to Kazoo's bus; the management UI from the admins.
-    rules += [Rule(B, "tcp", (5672, 5672), src, "amqp") for src in (A, P, M)]
+    # RabbitMQ: AMQP from Kazoo and Kamailio (FreeSWITCH has no mod_amqp here: mod_kazoo speaks Erlang
+    # to ecallmgr only); the management UI from the admins.
+    rules += [Rule(B, "tcp", (5672, 5672), src, "amqp") for src in (A, P)]
     rules.append(Rule(B, "tcp", (15672, 15672), admin, "rabbitmq-management"))
 
     # CouchDB: HTTP from the HAProxy on application and media hosts; the cluster among its nodes.

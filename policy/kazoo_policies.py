@@ -28,9 +28,6 @@ from pulumi_policy import (
 from core.firewall import FIREWALL_ROLE_LABEL, INTERNAL_PORTS, RTP_PORTS, internal_protocols
 
 SIP_PORTS = (5060, 5061, 5064, 5065, 7000, 7001)  # Kamailio's public SIP, TLS, WS and ALG ports
-# Carriers may reach FreeSWITCH's SIP profile directly (carrierCidrs), from a narrow range only.
-CARRIER_PORTS = INTERNAL_PORTS["freeswitch-sip"]
-CARRIER_MIN_PREFIX = {4: 16, 6: 32}
 PRIVATE_RANGES = [ipaddress.ip_network(c) for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")]
 ALL_PORTS = (0, 65535)
 
@@ -116,20 +113,15 @@ def _sip_rtp_only_where_needed(args: ResourceValidationArgs, report: ReportViola
                    f"{rule.role or 'an unlabelled rule'}: only media (FreeSWITCH) hosts take RTP")
 
 
-def _carrier_exception(rule: Ingress, name: str, cidr: str) -> bool:
-    net = ipaddress.ip_network(cidr, strict=False)
-    return name == "freeswitch-sip" and rule.role == "media" and net.prefixlen >= CARRIER_MIN_PREFIX[net.version]
-
-
 def _no_internal_port_from_internet(args: ResourceValidationArgs, report: ReportViolation) -> None:
     for rule in ingress_rules(args.resource_type, args.props):
         for name, (low, high) in INTERNAL_PORTS.items():
             if not any(rule.covers(low, high, protocol) for protocol in internal_protocols(name)):
                 continue
+            # FreeSWITCH's SIP port included, carriers too: they come in through Kamailio
             for cidr in rule.internet:
-                if not _carrier_exception(rule, name, cidr):
-                    report(f"internal port {name} ({low}-{high}) open to {cidr}: only peers on the private "
-                           "network may reach it")
+                report(f"internal port {name} ({low}-{high}) open to {cidr}: only peers on the private "
+                       "network may reach it")
 
 
 def _ssh_only_from_admin_cidrs(args: ResourceValidationArgs, report: ReportViolation) -> None:

@@ -60,7 +60,9 @@ def maximal_overrides(certificate: tuple[str, str]) -> dict:
         "bootstrap": {"skip": ["couchdb", "kazoo", "freeswitch"]},
         "roles": {"proxy": {"image": "debian-13"}},
         "sipCidrs": [PHONES],
-        "sip": {"tls": True},
+        # pike's limit per source: 100 requests per 2 s (the default, 400, leaves room for FreeSWITCH's
+        # fan-out; the flood below sends 1000 in 5 s)
+        "sip": {"tls": True, "antifloodRequests": 100},
         "sipTlsCertificate": certificate[0],
         "sipTlsKey": certificate[1],
         "sources": {
@@ -458,8 +460,9 @@ def test_a_source_outside_sip_cidrs_gets_nothing(clouds):
 
 
 def test_a_flood_from_one_source_is_cut_off_while_another_still_gets_through(clouds):
-    """kamailio-configs' antiflood role: pike allows 50 requests per 2 s per source (defaults in
-    antiflood-role.cfg) and drops the source's requests while it floods; other sources go on."""
+    """kamailio-configs' antiflood role: pike allows sip.antifloodRequests (100 here) per 2 s per
+    source (local.cfg's ANTIFLOOD_RATE_DENSITY, over antiflood-role.cfg's #!trydef of 50) and drops
+    the source's requests while it floods; other sources go on."""
     cloud, host, _ = proxy(clouds)
     address = cloud.public_ips["proxy1"]
     flood = subprocess.Popen(["ip", "netns", "exec", cloud.ns("phone"), sys.executable, str(TOOLS / "sip_flood.py"),

@@ -10,6 +10,7 @@ from tls_ca import ThrowawayCA
 
 ADMIN = "203.0.113.0/24"
 CARRIERS = "192.0.2.0/28"
+RTP = (16384, 32768)
 # Everything the internet may reach, and nothing more: (role, protocol, ports). Written from the
 # upstream port lists, not from core/firewall.py: Kamailio's SIP listeners UDP/TCP 5060 and the ALG
 # port 7000 (openkazoo/kamailio-configs local.cfg UDP_SIP, TCP_SIP, UDP_ALG_SIP, TCP_ALG_SIP) and
@@ -47,7 +48,7 @@ def test_tls_and_websockets_add_their_ports_on_proxies_only(tmp_path):
 
 def test_no_internal_port_from_any_cidr_list():
     for rule in matrix(sipCidrs=["0.0.0.0/0"], apiCidrs=["0.0.0.0/0"], dns={"zone": "aws.voip.example.com"}):
-        if rule.public and rule.source.name != "carrierCidrs":
+        if rule.public:
             assert internal_port_names(rule) == [], rule
 
 
@@ -66,7 +67,6 @@ PEERS = [
     ("database", "tcp", 11500, "database"),
     ("broker", "tcp", 5672, "application"),
     ("broker", "tcp", 5672, "proxy"),
-    ("broker", "tcp", 5672, "media"),
     ("media", "tcp", 8031, "application"),
     ("media", "tcp", 4369, "application"),
     ("media", "tcp", 40000, "application"),  # ecallmgr event streams, kernel-chosen ports
@@ -75,7 +75,6 @@ PEERS = [
     ("proxy", "udp", 5060, "media"),
     ("proxy", "udp", 7000, "media"),
     ("application", "tcp", 24517, "media"),
-    ("application", "tcp", 30950, "media"),
 ]
 
 
@@ -98,6 +97,8 @@ def test_peer_rules_absent_where_not_needed():
     table = peer_table(matrix())
     assert ("database", "tcp", 5984, "proxy") not in table  # Kamailio keeps no data in CouchDB
     assert ("broker", "tcp", 5672, "database") not in table
+    assert ("broker", "tcp", 5672, "media") not in table  # no mod_amqp: mod_kazoo speaks Erlang only
+    assert ("application", "tcp", 30950, "media") not in table  # no mod_spandsp: no faxes to fetch
     assert not any(row[0] == "application" and row[2] == 4369 for row in table)
 
 
@@ -127,8 +128,7 @@ def test_aws_internal_ports_only_from_security_groups(aws):
     for group, proto, low, high, source in sg_rules(aws):
         if proto == "tcp" and any(overlaps((low, high), p) for p in INTERNAL_PORTS.values()):
             peer = source in {"database", "broker", "application", "media", "proxy"}
-            carrier_sip = source == CARRIERS and (low, high) == (11000, 11000)
-            assert peer or carrier_sip, (group, low, source)
+            assert peer, (group, low, source)
         if (low, high) == (22, 22):
             assert source == ADMIN
 
@@ -196,3 +196,18 @@ def test_monster_ui_port_only_when_monster_ui_is_configured():
     monster = {"monsterUi": {"url": "https://mirror.example.com/monster-ui.tar.gz"}}
     with_ui = [r for r in matrix(sources=monster) if r.ports == (80, 80)]
     assert [(r.role.value, r.source.name) for r in with_ui] == [("application", "apiCidrs")]
+
+
+def test_carriers_come_in_through_kamailio_and_send_rtp_to_freeswitch():
+    """Review B6: a carrier never talks SIP to FreeSWITCH (its profile advertises the private
+    address); outside sipCidrs it is let in on Kamailio's SIP ports and FreeSWITCH's RTP."""
+    narrow = matrix(sipCidrs=["198.51.100.0/24"], carrierCidrs=[CARRIERS])
+    from_carriers = {(r.role.value, r.protocol, r.ports) for r in narrow if r.public and r.source.name == "carrierCidrs"}
+    assert from_carriers == {("proxy", "udp", (5060, 5060)), ("proxy", "tcp", (5060, 5060)),
+                             ("proxy", "udp", (7000, 7000)), ("proxy", "tcp", (7000, 7000)),
+                             ("media", "udp", RTP)}
+    # inside sipCidrs already (the default, the world): nothing more to open
+    assert not [r for r in matrix(carrierCidrs=[CARRIERS]) if r.public and r.source.name == "carrierCidrs"]
+    for rules in (narrow, matrix(carrierCidrs=[CARRIERS])):
+        assert not [r for r in rules if r.role.value == "media" and r.public and overlaps(r.ports, (11000, 11000))
+                    and r.protocol in ("udp", "tcp") and r.ports != RTP]

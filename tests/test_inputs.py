@@ -40,6 +40,9 @@ REFUSED = [
     (HETZNER, {"sources": {"kazooConfigs": {"url": "https://bücher.example/a.tgz"}}}, "kazoo:sources.kazooConfigs.url"),
     (HETZNER, {"sources": {"kazoo": {"repo": "https://example.com/debian", "key": None}}}, "kazoo:sources.kazoo"),
     (HETZNER, {"sources": {"nodejs": {"repo": "https://example.com"}}}, "kazoo:sources.nodejs"),
+    # Kamailio's antiflood limit: a number in range, never text that reaches local.cfg
+    (HETZNER, {"sip": {"antifloodRequests": "400\n#!define X"}}, "kazoo:sip.antifloodRequests"),
+    (HETZNER, {"sip": {"antifloodRequests": 5}}, "kazoo:sip.antifloodRequests"),
     # names
     (HETZNER, {"domain": "x{a,b}.example.com"}, "kazoo:domain"),
     (HETZNER, {"domain": "bücher.example.com"}, "kazoo:domain"),

@@ -61,3 +61,17 @@ def test_ensure_epmd_starts_the_hosts_one_epmd_and_fails_beside_a_single_address
     taken = host.run(prelude + "ERL_EPMD_ADDRESS=127.0.0.2 epmd -daemon && sleep 0.3 && ensure_epmd")
     assert taken.returncode != 0
     assert "epmd.socket is failed: another epmd holds 4369" in taken.stderr
+
+
+def test_sup_runs_as_the_kazoo_account_with_its_home(tmp_path):
+    """kz_sup never runs Kazoo's code as root (review B4: the release is kazoo's, so root running
+    its sup would run what kazoo can rewrite): the real runuser, no stand-in on PATH."""
+    host = FakeHost(tmp_path, {"KAZOO_SKIP": ""})
+    run = host.run(". /opt/kazoo-bootstrap/lib.sh && ensure_system_user kazoo /opt/kazoo && "
+                   "SUP=/usr/bin/env kz_sup", env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
+    assert run.returncode == 0, run.stderr
+    env = dict(line.split("=", 1) for line in run.stdout.splitlines() if "=" in line)
+    assert env["USER"] == "kazoo" and env["HOME"] == "/opt/kazoo" and env["ERL_LIBS"] == "/opt/kazoo/lib"
+    uid = host.run("SUP=/usr/bin/id . /opt/kazoo-bootstrap/lib.sh && ensure_system_user kazoo /opt/kazoo && "
+                   "SUP=/usr/bin/id kz_sup -un", env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    assert uid.stdout.strip() == "kazoo", uid.stdout + uid.stderr

@@ -74,11 +74,13 @@ def test_internal_ports_never_from_the_internet(port, label):
     assert violations(name, AWS_RULE, aws_rule("database", port, "10.20.0.0/16")) == []
 
 
-def test_carriers_may_reach_freeswitch_sip_but_the_world_may_not():
+def test_freeswitch_sip_is_never_open_to_the_internet_not_even_to_carriers():
+    """Carriers come in through Kamailio: FreeSWITCH's profile advertises its private address, so a
+    carrier talking to it directly could not finish a call (review B6)."""
     name = "kazoo-no-internal-port-from-internet"
-    assert violations(name, AWS_RULE, aws_rule("media", 11000, "192.0.2.0/28", "udp")) == []
+    assert violations(name, AWS_RULE, aws_rule("media", 11000, "192.0.2.0/28", "udp"))
     assert violations(name, AWS_RULE, aws_rule("media", 11000, "0.0.0.0/0", "udp"))
-    assert violations(name, AWS_RULE, aws_rule("application", 11000, "192.0.2.0/28", "udp"))
+    assert violations(name, AWS_RULE, aws_rule("media", 11000, "10.20.0.0/16", "udp")) == []
     # an "all traffic" rule from the world opens everything
     assert violations(name, AWS_RULE, {"ipProtocol": "-1", "cidrIpv4": "0.0.0.0/0"})
 

@@ -93,6 +93,19 @@ def test_tls_websockets_and_antiflood_roles_find_their_listeners(trixie, tmp_pat
         assert f"{proto}: {host.private_ip}:{port} advertise {proto}:{PUBLIC_IP}:{port}" in out, out[-2000:]
 
 
+def test_the_antiflood_limit_leaves_room_for_freeswitch():
+    """default.cfg runs ANTIFLOOD_LIMIT before CLASSIFY_SOURCE, so FreeSWITCH's INVITEs to phones are
+    counted too (review B2): the limit is the stack's, 400 per 2 s unless set, over the tree's 50."""
+    tree = upstream.tree("kamailio_configs") / "kamailio"
+    default = (tree / "default.cfg").read_text()
+    assert default.index("route(ANTIFLOOD_LIMIT);") < default.index("route(CLASSIFY_SOURCE);")
+    assert "#!trydef ANTIFLOOD_RATE_DENSITY 50" in (tree / "antiflood-role.cfg").read_text()
+    _, local_cfg = next(proxy_configs("aws-maximal"))
+    assert "#!define ANTIFLOOD_RATE_DENSITY 400" in local_cfg
+    _, local_cfg = next(proxy_configs("aws-maximal", {"sip": {"antifloodRequests": 120}}))
+    assert "#!define ANTIFLOOD_RATE_DENSITY 120" in local_cfg
+
+
 def test_antiflood_can_be_switched_off():
     _, local_cfg = next(proxy_configs("aws-maximal", {"sip": {"antiflood": False}}))
     assert "ANTIFLOOD_ROLE" not in local_cfg

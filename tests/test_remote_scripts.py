@@ -275,6 +275,9 @@ def test_ecallmgr_stores_every_setting_as_the_default_of_every_ecallmgr(tmp_path
     assert {w["scope"] for w in final["writes"]} == {"default"}
     assert all(c.startswith("sup -n ecallmgr ecallmgr_maintenance ") for c in sup_calls(host))
     assert COOKIE not in "\n".join(host.calls)
+    # sup runs as kazoo, never as root (review B4): each call comes through `runuser -u kazoo`
+    calls = host.calls
+    assert sup_calls(host) and all(calls[i - 1] == "runuser -u kazoo" for i, c in enumerate(calls) if c.startswith("sup "))
 
 
 @needs_root
@@ -627,7 +630,9 @@ def test_wait_for_bootstrap_follows_cloud_init_status(tmp_path, case, code):
 GROUPS = [("/etc/rabbitmq/", "root:rabbitmq"), ("/opt/couchdb/etc/", "root:couchdb"), ("/etc/kazoo/config.ini", "root:kazoo"),
           ("/etc/kazoo/kazoo_apps.vm.args", "root:kazoo"), ("/etc/kazoo/ecallmgr.vm.args", "root:kazoo"),
           ("/etc/kazoo/kamailio/", "root:kamailio"), ("/etc/kazoo/freeswitch/kazoo-cookie", "freeswitch:freeswitch"),
-          ("/etc/kazoo/freeswitch/", "root:freeswitch")]
+          ("/etc/kazoo/freeswitch/", "root:freeswitch"),
+          # Erlang reads $HOME/.erlang.cookie only when its owner alone may read it (OTP auth.erl)
+          ("/opt/kazoo/.erlang.cookie", "kazoo:kazoo")]
 ACCOUNTS = ("couchdb", "rabbitmq", "kazoo", "kamailio", "freeswitch")
 UNITS = "postgresql\ncouchdb\nrabbitmq-server\nhaproxy\nkamailio\nnginx\n"  # what the packages ship
 

@@ -21,7 +21,7 @@ services_of() {
     /etc/haproxy/*) echo haproxy ;;
     /etc/rabbitmq/* | /etc/systemd/system/rabbitmq-server.service.d/*) echo rabbitmq-server ;;
     /opt/couchdb/etc/* | /etc/default/couchdb | /etc/systemd/system/couchdb.service.d/*) echo couchdb ;;
-    /etc/kazoo/config.ini) echo kazoo-applications kazoo-ecallmgr ;;
+    /etc/kazoo/config.ini | /opt/kazoo/.erlang.cookie) echo kazoo-applications kazoo-ecallmgr ;;
     /etc/kazoo/kazoo_apps.* | /etc/systemd/system/kazoo-applications.service.d/*) echo kazoo-applications ;;
     /etc/kazoo/ecallmgr.* | /etc/systemd/system/kazoo-ecallmgr.service.d/*) echo kazoo-ecallmgr ;;
     /etc/kazoo/kamailio/postgresql.conf) echo postgresql kamailio ;;
@@ -53,6 +53,7 @@ owner_of() {
     /etc/kazoo/config.ini | /etc/kazoo/*.vm.args) group=kazoo ;;
     /etc/kazoo/kamailio/*) group=kamailio ;;
     /etc/kazoo/freeswitch/kazoo-cookie) owner=freeswitch group=freeswitch ;;
+    /opt/kazoo/.erlang.cookie) owner=kazoo group=kazoo ;;
     /etc/kazoo/freeswitch/*) group=freeswitch ;;
     *) group=root ;;
   esac

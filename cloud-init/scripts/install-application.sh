@@ -42,29 +42,8 @@ else
   [ -n "$sup" ] || die "no sup in /opt/kazoo/lib"
   ln -sf "$sup" /usr/sbin/sup
 
-  # Both units boot the release's kazoo.boot, which starts kazoo_media and its media proxy on 24517:
-  # the second node dies with eaddrinuse. Newer builds ship releases/0.0.0/kazoo_ecallmgr.boot
-  # without it (openkazoo-kazoo4-builder scripts/build-kazoo.sh); ecallmgr then runs from a view of
-  # the release whose kazoo.boot is that file (relx boots $REL_DIR/$REL_NAME.boot).
-  release=/opt/kazoo/releases/0.0.0
-  if [ -f "$release/kazoo_ecallmgr.boot" ]; then
-    view=/opt/kazoo-ecallmgr
-    rm -rf "$view" && install -d -m 0755 "$view/bin" "$view/releases/0.0.0"
-    cp -p /opt/kazoo/bin/kazoo "$view/bin/kazoo"
-    ln -s /opt/kazoo/lib "$view/lib"
-    for file in "$release"/*; do ln -s "$file" "$view/releases/0.0.0/${file##*/}"; done
-    for file in /opt/kazoo/releases/*; do
-      [ -f "$file" ] && ln -s "$file" "$view/releases/${file##*/}"
-    done
-    rm -f "$view/releases/0.0.0/kazoo.boot"
-    cp -p "$release/kazoo_ecallmgr.boot" "$view/releases/0.0.0/kazoo.boot"
-    printf 'KAZOO_BIN=%s/bin/kazoo\n' "$view" > /etc/kazoo/ecallmgr.env
-    log "ecallmgr boots $release/kazoo_ecallmgr.boot (through $view)"
-  else
-    rm -f /etc/kazoo/ecallmgr.env
-    log "WARNING: the kazoo package has no kazoo_ecallmgr.boot: ecallmgr boots kazoo.boot and its media proxy may collide with kazoo_apps' on 24517"
-  fi
-  chmod 0644 /etc/kazoo/ecallmgr.env 2>/dev/null || true
+  # ecallmgr's view of the release (ecallmgr-view.sh, again before every start of ecallmgr)
+  "$BOOTSTRAP_DIR/ecallmgr-view.sh"
   # configure.sh enables and starts the units (and holds them back until the CouchDB cluster is
   # formed when there are several database nodes: kazoo-start.env)
   systemctl daemon-reload

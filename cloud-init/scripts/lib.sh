@@ -20,15 +20,17 @@ load_env() {
   install -d -m 0700 "$STATE_DIR"
 }
 
-# Kazoo's maintenance shell. `sup` reads the Erlang cookie from /etc/kazoo/config.ini (the section of
-# the node it addresses wins over -c: kazoo core/sup/src/sup.erl, kazoo_config_init:read_cookie), so
-# no cookie goes on a command line. -n names the node: kazoo_apps, or ecallmgr for its maintenance.
+# Kazoo's maintenance shell, run as the kazoo account: the release under /opt/kazoo is kazoo's
+# (kazoo-configs' `prepare` chowns it at every start), so root never runs code kazoo could rewrite.
+# `sup` reads the cookie from /etc/kazoo/config.ini (the section of the node it addresses wins over
+# -c: kazoo core/sup/src/sup.erl, kazoo_config_init:read_cookie), and relx from $HOME/.erlang.cookie:
+# no cookie on a command line. -n names the node: kazoo_apps, or ecallmgr for its maintenance.
 # ERL_LIBS: the release's libraries, for the escript sup runs (the package ships no erts of its own).
 # On a failed connection sup prints the cookie it tried ("... with cookie X", kazoo core/sup/src/
 # sup.erl print_ping_failed/2): hidden here, before any step output or log sees it.
 kz_sup() {
   local out rc=0
-  out=$(ERL_LIBS=/opt/kazoo/lib "${SUP:-sup}" "$@" 2>&1) || rc=$?
+  out=$(cd / && runuser -u kazoo -- env HOME=/opt/kazoo ERL_LIBS=/opt/kazoo/lib "${SUP:-sup}" "$@" 2>&1) || rc=$?
   [ -z "$out" ] || printf '%s\n' "$out" | sed -E "s/(with cookie )('[^']*'|\"[^\"]*\"|[^ ]+)/\1<hidden>/g"
   return "$rc"
 }

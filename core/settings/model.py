@@ -34,6 +34,10 @@ class SipSettings(Model):
     # kamailio-configs' antiflood role (pike rate limit per source, failed-auth lockout): the
     # "simple fraud and DDoS protection" a Kazoo proxy is there for.
     antiflood: StrictBool = True
+    # pike's limit, in requests per 2 s from one source (upstream: 50). The tree checks it before it
+    # knows a source is FreeSWITCH (default.cfg runs ANTIFLOOD_LIMIT before CLASSIFY_SOURCE), so a
+    # media server's INVITEs to registered phones (ring groups, concurrent calls) count too.
+    antiflood_requests: StrictInt = Field(default=400, ge=10, le=100000)
 
 
 class DnsSettings(Model):
