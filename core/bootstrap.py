@@ -80,6 +80,8 @@ ROLE_FILES = {
         ("data-volume.env.j2", "/etc/kazoo/data-volume.env", "0644", C.COUCHDB),
         ("couchdb-local.ini.j2", "/opt/couchdb/etc/local.d/10-kazoo.ini", "0640", C.COUCHDB),
         ("couchdb-vm.args.j2", "/opt/couchdb/etc/kazoo.vm.args", "0640", C.COUCHDB),
+        # the cluster's cookie where the VM reads it ($HOME of couchdb.service), never -setcookie
+        ("couchdb-erlang-cookie.j2", "/opt/couchdb/.erlang.cookie", "0400", C.COUCHDB),
         ("couchdb.service.d.conf.j2", "/etc/systemd/system/couchdb.service.d/kazoo.conf", "0644", C.COUCHDB),
     ],
     Role.BROKER: [

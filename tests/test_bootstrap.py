@@ -200,7 +200,8 @@ def test_database_names_every_database(host):
     assert nft_sources(files["/etc/nftables.conf"], "4369") == ips(MAXIMAL, Role.DATABASE)
     assert nft_sources(files["/etc/nftables.conf"], "11500-11999") == ips(MAXIMAL, Role.DATABASE)
     vm_args = files["/opt/couchdb/etc/kazoo.vm.args"]
-    assert f"-name couchdb@{host}." in vm_args and SECRETS["couchdb_cookie"] in vm_args
+    assert f"-name couchdb@{host}." in vm_args and SECRETS["couchdb_cookie"] not in vm_args
+    assert files["/opt/couchdb/.erlang.cookie"] == SECRETS["couchdb_cookie"] + "\n"  # one cookie for the cluster
     assert "n = 3" in files["/opt/couchdb/etc/local.d/10-kazoo.ini"]
 
 

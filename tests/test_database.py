@@ -11,7 +11,8 @@ host's network namespace, started by `FakeHost.run(..., setup=...)` and ended wi
     . /opt/kazoo-bootstrap/lib.sh && ensure_system_user couchdb /opt/couchdb
     echo '127.0.0.1 db1.x.example' >> /etc/hosts          # the node's -name host resolves to its address
     install -D -m 0640 -g couchdb {staged}/10-kazoo.ini /opt/couchdb/etc/local.d/10-kazoo.ini   # an admin
-    install -D -m 0640 -g couchdb {staged}/kazoo.vm.args /opt/couchdb/etc/kazoo.vm.args         # -name, -setcookie
+    install -D -m 0640 -g couchdb {staged}/kazoo.vm.args /opt/couchdb/etc/kazoo.vm.args         # -name
+    install -D -m 0400 -o couchdb {staged}/erlang.cookie /opt/couchdb/.erlang.cookie          # the cookie
     {sys.executable} {STUBS}/fake_couchdb.py start --etc /opt/couchdb/etc --args-file /opt/couchdb/etc/kazoo.vm.args
     {sys.executable} {STUBS}/fake_couchdb.py seed --node couchdb@db1.x.example --dbs 25 --accounts 0123...
     '''
@@ -72,6 +73,7 @@ PASSWORD, COOKIE = SECRETS["couchdb_password"], SECRETS["couchdb_cookie"]
 DB_FILES = [path for _, path, _, _ in ROLE_FILES[Role.DATABASE]]
 LOCAL_INI = "/opt/couchdb/etc/local.d/10-kazoo.ini"
 VM_ARGS = "/opt/couchdb/etc/kazoo.vm.args"
+COOKIE_FILE = "/opt/couchdb/.erlang.cookie"
 DROP_IN = "/etc/systemd/system/couchdb.service.d/kazoo.conf"
 ENV_FILE = "/etc/default/couchdb"
 RUNTIME_INI = "/opt/couchdb/etc/local.d/zz-runtime.ini"
@@ -137,25 +139,29 @@ def test_vm_args_keep_every_upstream_line(ctx):
     }
     for line in UPSTREAM_VM_ARGS:
         assert replaced.get(line, line) in lines, line
-    assert f"-setcookie '{COOKIE}'" in lines
+    # no cookie: erlexec would copy it onto beam's command line (review B3); the VM reads
+    # $HOME/.erlang.cookie instead, which is ours (0400, couchdb)
+    assert not [line for line in lines if line.startswith("-setcookie")] and COOKIE not in files(ctx)[VM_ARGS]
+    assert files(ctx)[COOKIE_FILE] == COOKIE + "\n"
+    assert {p: m for p, (_, m) in rendered_files(ctx).items()}[COOKIE_FILE] == "0400"
+    assert "Environment=HOME=/opt/couchdb" in files(ctx)[DROP_IN]
     assert "-kernel inet_dist_listen_min 11500" in lines and "-kernel inet_dist_listen_max 11999" in lines
-    # one of each: with two -setcookie lines erlexec ignores both (facts §5, tested with OTP 25)
-    for flag in ("-name", "-setcookie", "-kernel inet_dist_use_interface", "-kernel inet_dist_listen_min"):
+    for flag in ("-name", "-kernel inet_dist_use_interface", "-kernel inet_dist_listen_min"):
         assert sum(line.startswith(flag + " ") for line in lines) == 1, flag
-    # and the stand-in, which reads it as erlexec does, finds the same name and cookie
+    # and the stand-in, which reads it as erlexec does, finds the same name
     words = fake_couchdb.parse_args_file(files(ctx)[VM_ARGS])
     assert words[words.index("-name") + 1] == f"couchdb@{ctx.host.fqdn}"
-    assert words[words.index("-setcookie") + 1] == COOKIE
 
 
 @pytest.mark.parametrize("ctx", DB_HOSTS)
-def test_the_cookie_is_only_in_vm_args(ctx):
-    """Not in debconf, host.env, the ini or the unit: only the args file (user-data and pushed bundle)."""
+def test_the_cookie_is_only_in_its_cookie_file(ctx):
+    """Not in debconf, host.env, the ini, the args file or the unit: only $HOME/.erlang.cookie
+    (user-data and pushed bundle)."""
     config = yaml.safe_load(decode_user_data(encode_user_data(render_user_data(ctx))))
     holding = {f["path"] for f in config["write_files"] if COOKIE in f["content"]}
-    assert holding == {RENDERED_DIR + VM_ARGS}
+    assert holding == {RENDERED_DIR + COOKIE_FILE}
     bundle = {path for path, (content, _) in bundle_files(ctx).items() if COOKIE in content}
-    assert bundle == {RENDERED_DIR + VM_ARGS}
+    assert bundle == {RENDERED_DIR + COOKIE_FILE}
     assert COOKIE not in json.dumps(config["runcmd"])
 
 
@@ -276,6 +282,11 @@ class Node:
         return self.ctx.host.fqdn
 
     @property
+    def home(self) -> str:
+        """The node's /opt/couchdb: couchdb.service's HOME, where its .erlang.cookie is."""
+        return self.etc.removesuffix("/etc")
+
+    @property
     def args_file(self) -> str:
         # the drop-in's COUCHDB_ARGS_FILE, moved to this node's etc directory
         path = re.search(r"COUCHDB_ARGS_FILE=(\S+)", files(self.ctx)[DROP_IN]).group(1)
@@ -295,7 +306,8 @@ def node_setup(stage: Path, nodes: list[Node], install: bool | list[Node] = True
         staged = stage / node.fqdn
         staged.mkdir(parents=True, exist_ok=True)
         for name, text in (("default.ini", DEFAULT_INI), ("local.ini", SHIPPED_LOCAL_INI),
-                           ("10-kazoo.ini", rendered[LOCAL_INI]), ("kazoo.vm.args", rendered[VM_ARGS])):
+                           ("10-kazoo.ini", rendered[LOCAL_INI]), ("kazoo.vm.args", rendered[VM_ARGS]),
+                           ("erlang.cookie", rendered[COOKIE_FILE])):
             (staged / name).write_text(text)
         etc = node.etc
         lines += [
@@ -305,13 +317,14 @@ def node_setup(stage: Path, nodes: list[Node], install: bool | list[Node] = True
             # the rendered ones as configure.sh installs them (owner_of: /opt/couchdb/etc/* root:couchdb)
             f"install -D -m 0640 -o root -g couchdb {staged}/10-kazoo.ini {etc}/local.d/10-kazoo.ini",
             f"install -D -m 0640 -o root -g couchdb {staged}/kazoo.vm.args {node.args_file}",
+            f"install -D -m 0400 -o couchdb -g couchdb {staged}/erlang.cookie {node.home}/.erlang.cookie",
         ]
         if node.runtime != "absent":
             owner, mode = node.runtime.split()
             user, group = owner.split(":")
             lines.append(f"install -m {mode} -o {user} -g {group} /dev/null {etc}/local.d/zz-runtime.ini")
     lines.append(extra)
-    lines += [f"{FAKE} start --etc {n.etc} --args-file {n.args_file}" for n in nodes]
+    lines += [f"{FAKE} start --etc {n.etc} --args-file {n.args_file} --home {n.home}" for n in nodes]
     return "\n".join(lines)
 
 
@@ -508,7 +521,7 @@ def test_install_database_keeps_the_cookie_out_of_debconf_and_leaves_a_writable_
                     holding_cookie.add(name)
                 if PASSWORD.encode() in data:
                     holding_password.add(name)
-    assert holding_cookie == {VM_ARGS, "/etc/kazoo-bootstrap/files" + VM_ARGS}
+    assert holding_cookie == {COOKIE_FILE, "/etc/kazoo-bootstrap/files" + COOKIE_FILE}
     assert holding_password == {"/etc/kazoo-bootstrap/host.env"}
 
 
@@ -548,7 +561,7 @@ def test_what_install_database_leaves_boots_and_clusters(tmp_path):
         hosts.append(f"127.0.0.{i} {ctx.host.fqdn}")
     lines.append(f"printf '%s\\n' {' '.join(map(shlex.quote, hosts))} > /etc/hosts")  # after configure.sh's
     args_file = re.search(r"COUCHDB_ARGS_FILE=(\S+)", files(ctxs[0])[DROP_IN]).group(1)
-    starts = [f"{FAKE} start --etc /opt/nodes/{c.host.name}/couchdb/etc "
+    starts = [f"{FAKE} start --etc /opt/nodes/{c.host.name}/couchdb/etc --home /opt/nodes/{c.host.name}/couchdb "
               f"--args-file /opt/nodes/{c.host.name}/couchdb{args_file.removeprefix('/opt/couchdb')}" for c in ctxs]
     setup = "\n".join(lines + ["mount --bind /opt/nodes/db1/couchdb /opt/couchdb"] + starts)
     env = {"PATH": f"{shim_dir(tmp_path)}:{STUBS}:/usr/sbin:/usr/bin:/sbin:/bin", "RETRY_SECONDS": "0", "FAKE_COUCHDB_WAIT": "1"}
@@ -783,15 +796,18 @@ def test_the_fake_couchdb_answers_as_couchdb_does(tmp_path):
 @pytest.mark.parametrize("case,reason", [
     ("unreadable", "{error,eacces} reading /opt/fake-couchdb"),  # config.erl read_ini_file: a crash at boot
     ("no-admin", "No Admin Account Found, aborting startup."),  # couch_sup.erl assert_admins/0
+    ("cookie-readable", "must be accessible by owner only"),  # OTP auth (Debian 12's OTP 25, run)
 ])
 def test_the_fake_couchdb_refuses_to_boot_as_couchdb_does(tmp_path, case, reason):
     cluster = Cluster(tmp_path)
     node = cluster.nodes[1]
     if case == "unreadable":
         node.runtime = "root:root 0640"
-    start = f"{FAKE} start --etc {node.etc} --args-file {node.args_file}"
+    start = f"{FAKE} start --etc {node.etc} --args-file {node.args_file} --home {node.home}"
     setup = node_setup(tmp_path / "stage", [node], True).replace("\n" + start, "")
     if case == "no-admin":
         setup += f"\nsed -i '/^\\[admins\\]/,$d' {node.etc}/local.d/10-kazoo.ini"
+    if case == "cookie-readable":
+        setup += f"\nchmod 0440 {node.home}/.erlang.cookie"
     run = cluster.host.run(start, setup=setup)
     assert run.returncode != 0 and reason in run.stderr, run.stderr

@@ -166,3 +166,14 @@ def test_the_path_back_to_a_phone_is_the_private_address(stack):
         expected = f"udp:{PUBLIC_IP}:5060" if stack.startswith("hetzner") else \
             f"udp:{host.private_ip}:5060 advertise {PUBLIC_IP}:5060"
         assert udp_sip == [expected]
+
+
+def test_kamailio_waits_for_the_private_address_it_binds():
+    """Review C5: Kamailio binds the private IP, which Hetzner attaches late; a start before it is
+    there fails to bind (the boot test starts this unit for real)."""
+    settings = load_settings(stack_config("hetzner-maximal"))
+    plan = plan_hosts(settings)
+    host = plan.with_role(Role.PROXY)[0]
+    unit = rendered_files(HostContext(host, plan, settings, PUBLIC_IP, SECRETS))["/etc/systemd/system/kamailio.service"][0]
+    pre = re.findall(r"^ExecStartPre=(.*)$", unit, re.M)
+    assert f'grep -qF "inet {host.private_ip}/"' in pre[0] and pre[1].startswith("/usr/sbin/kamailio -c")

@@ -163,15 +163,17 @@ def couchdb_setup(tmp: Path, ctx: HostContext) -> str:
     staged = {name: stage(tmp, f"couchdb/{name}", text) for name, text in (
         ("default.ini", DEFAULT_INI), ("local.ini", "[couchdb]\n[admins]\n"),
         ("10-kazoo.ini", rendered["/opt/couchdb/etc/local.d/10-kazoo.ini"]),
-        ("kazoo.vm.args", rendered["/opt/couchdb/etc/kazoo.vm.args"]))}
+        ("kazoo.vm.args", rendered["/opt/couchdb/etc/kazoo.vm.args"]),
+        ("erlang.cookie", rendered["/opt/couchdb/.erlang.cookie"]))}
     return "\n".join([
         ". /opt/kazoo-bootstrap/lib.sh && ensure_system_user couchdb /opt/couchdb",
         f"install -D -m 0644 -o couchdb -g couchdb {staged['default.ini']} {etc}/default.ini",
         f"install -D -m 0644 -o couchdb -g couchdb {staged['local.ini']} {etc}/local.ini",
         f"install -D -m 0640 -o root -g couchdb {staged['10-kazoo.ini']} {etc}/local.d/10-kazoo.ini",
         f"install -D -m 0640 -o root -g couchdb {staged['kazoo.vm.args']} {etc}/kazoo.vm.args",
+        f"install -D -m 0400 -o couchdb -g couchdb {staged['erlang.cookie']} /opt/couchdb/.erlang.cookie",
         f"install -m 0640 -o couchdb -g couchdb /dev/null {etc}/local.d/zz-runtime.ini",
-        f"{PY} {STUBS}/fake_couchdb.py start --etc {etc} --args-file {etc}/kazoo.vm.args --listen 127.0.0.1",
+        f"{PY} {STUBS}/fake_couchdb.py start --etc {etc} --args-file {etc}/kazoo.vm.args --home /opt/couchdb --listen 127.0.0.1",
     ])
 
 
@@ -632,7 +634,7 @@ GROUPS = [("/etc/rabbitmq/", "root:rabbitmq"), ("/opt/couchdb/etc/", "root:couch
           ("/etc/kazoo/kamailio/", "root:kamailio"), ("/etc/kazoo/freeswitch/kazoo-cookie", "freeswitch:freeswitch"),
           ("/etc/kazoo/freeswitch/", "root:freeswitch"),
           # Erlang reads $HOME/.erlang.cookie only when its owner alone may read it (OTP auth.erl)
-          ("/opt/kazoo/.erlang.cookie", "kazoo:kazoo")]
+          ("/opt/kazoo/.erlang.cookie", "kazoo:kazoo"), ("/opt/couchdb/.erlang.cookie", "couchdb:couchdb")]
 ACCOUNTS = ("couchdb", "rabbitmq", "kazoo", "kamailio", "freeswitch")
 UNITS = "postgresql\ncouchdb\nrabbitmq-server\nhaproxy\nkamailio\nnginx\n"  # what the packages ship
 

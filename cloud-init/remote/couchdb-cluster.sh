@@ -166,7 +166,7 @@ else
         "last ini file of its chain (/opt/couchdb/etc/local.d/zz-runtime.ini, made by install-database.sh)" \
         "must be writable by couchdb (apache/couchdb#4022); its log says which node."
     elif [[ $status == 500 && $body == *"waiting for nodes to connect"* ]]; then
-      die "finish_cluster: 500 $body. Every node needs this cluster's cookie (kazoo.vm.args) and epmd" \
+      die "finish_cluster: 500 $body. Every node needs this cluster's cookie (/opt/couchdb/.erlang.cookie) and epmd" \
         "(4369) and the Erlang distribution ports open between the database hosts."
     else
       die "finish_cluster: $status $body"
@@ -180,7 +180,7 @@ fi
 for node in "$@"; do
   is_member "$node" cluster_nodes || die "couchdb@$node is not in /_membership cluster_nodes"
   retry 5 is_member "$node" all_nodes ||
-    die "couchdb@$node is a member but not connected: its cookie (kazoo.vm.args) differs, or epmd (4369)" \
+    die "couchdb@$node is a member but not connected: its cookie (/opt/couchdb/.erlang.cookie) differs, or epmd (4369)" \
       "and the Erlang distribution ports are closed between it and $FQDN"
 done
 get /_membership

@@ -20,7 +20,7 @@ services_of() {
     /etc/nftables.conf) echo nftables ;;
     /etc/haproxy/*) echo haproxy ;;
     /etc/rabbitmq/* | /etc/systemd/system/rabbitmq-server.service.d/*) echo rabbitmq-server ;;
-    /opt/couchdb/etc/* | /etc/default/couchdb | /etc/systemd/system/couchdb.service.d/*) echo couchdb ;;
+    /opt/couchdb/etc/* | /opt/couchdb/.erlang.cookie | /etc/systemd/system/couchdb.service.d/*) echo couchdb ;;
     /etc/kazoo/config.ini | /opt/kazoo/.erlang.cookie) echo kazoo-applications kazoo-ecallmgr ;;
     /etc/kazoo/kazoo_apps.* | /etc/systemd/system/kazoo-applications.service.d/*) echo kazoo-applications ;;
     /etc/kazoo/ecallmgr.* | /etc/systemd/system/kazoo-ecallmgr.service.d/*) echo kazoo-ecallmgr ;;
@@ -44,7 +44,8 @@ component_of() {
 }
 
 # owner:group of a path. Files holding secrets are 0640 and readable by their service's group only;
-# mod_kazoo insists on a cookie file its own user owns, 0600 (kazoo_ei_config.c cookie-file).
+# mod_kazoo insists on a cookie file its own user owns, 0600 (kazoo_ei_config.c cookie-file), and
+# Erlang on a $HOME/.erlang.cookie only its owner may read (Kazoo's and CouchDB's).
 owner_of() {
   local owner=root group
   case $1 in
@@ -54,6 +55,7 @@ owner_of() {
     /etc/kazoo/kamailio/*) group=kamailio ;;
     /etc/kazoo/freeswitch/kazoo-cookie) owner=freeswitch group=freeswitch ;;
     /opt/kazoo/.erlang.cookie) owner=kazoo group=kazoo ;;
+    /opt/couchdb/.erlang.cookie) owner=couchdb group=couchdb ;;
     /etc/kazoo/freeswitch/*) group=freeswitch ;;
     *) group=root ;;
   esac

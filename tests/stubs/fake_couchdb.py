@@ -4,7 +4,11 @@ host (tests/fakehost.py). Real curl talks to it; several nodes run side by side 
 the fake host's network namespace, one process each.
 
 Like CouchDB, a node boots from files, and fails like CouchDB where those files are wrong:
-- the Erlang args file (COUCHDB_ARGS_FILE, --args-file): `-name couchdb@<fqdn>` and `-setcookie`;
+- the Erlang args file (COUCHDB_ARGS_FILE, --args-file): `-name couchdb@<fqdn>`, and `-setcookie`
+  or else the cookie file $HOME/.erlang.cookie (--home; default the account's home), as Erlang's
+  auth reads it (checked with Debian 12's OTP 25): its first line; a file group or others may read
+  stops the VM ("Cookie file ... must be accessible by owner only"); no file: the VM makes one up,
+  and the node meets nobody;
 - the ini chain of its etc directory: default.ini, default.d/*.ini, local.ini, local.d/*.ini, each
   directory sorted, later files winning; runtime changes are written to the LAST file of the chain.
 Files are read and written as the `couchdb` account (a child process with its uid, gid and groups),
@@ -17,7 +21,7 @@ between nodes (net_adm:ping, rpc:multicall, erlang:set_cookie) is imitated over 
 under /_fake_dist/, authenticated by the node's cookie: nodes whose cookies differ do not connect.
 
 Usage (as root, inside the fake host):
-  fake_couchdb.py start --etc DIR --args-file FILE [--listen ADDRESS] [--state DIR] [--user NAME]
+  fake_couchdb.py start --etc DIR --args-file FILE [--home DIR] [--listen ADDRESS] [--state DIR] [--user NAME]
       boot a node in the background; exits 0 once it answers, or 1 with the reason it did not boot
   fake_couchdb.py serve ...            the same in the foreground
   fake_couchdb.py seed --node couchdb@FQDN [--state DIR] [--dbs N] [--accounts [ID ...]]
@@ -85,6 +89,13 @@ if req["op"] == "boot":
     try:
         with open(req["args_file"], encoding="latin-1") as f:
             out["args"] = f.read()
+        cookie = os.path.join(req["home"], ".erlang.cookie")
+        if os.path.exists(cookie):
+            if os.stat(cookie).st_mode & 0o077:
+                out["cookie_error"] = f"Cookie file {cookie} must be accessible by owner only"
+            else:
+                with open(cookie, encoding="latin-1") as f:
+                    out["cookie_file"] = f.read().split("\n", 1)[0]
         etc = req["etc"]
         # config_app.erl default/0: these four, those that exist (filelib:is_file is true for directories)
         chain = [p for p in (os.path.join(etc, "default.ini"), os.path.join(etc, "default.d"),
@@ -149,7 +160,7 @@ class Account:
             entry = pwd.getpwnam(name)
         except KeyError:
             raise Refused(f"no {name} account: systemd cannot start User={name}") from None
-        self.uid, self.gid = entry.pw_uid, entry.pw_gid
+        self.uid, self.gid, self.home = entry.pw_uid, entry.pw_gid, entry.pw_dir
         self.groups = os.getgrouplist(name, entry.pw_gid)
         self.python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 
@@ -242,10 +253,11 @@ class HttpError(Exception):
 
 
 class Node:
-    def __init__(self, etc: str, args_file: str, state: Path, user: str, listen: str | None):
+    def __init__(self, etc: str, args_file: str, state: Path, user: str, listen: str | None,
+                 home: str | None = None):
         self.etc, self.state_root = etc, state
         self.account = Account(user)
-        boot = self.account.do({"op": "boot", "etc": etc, "args_file": args_file})
+        boot = self.account.do({"op": "boot", "etc": etc, "args_file": args_file, "home": home or self.account.home})
         if "error" in boot:
             # the args file: erlexec cannot start; an ini file: config.erl read_ini_file/1 only
             # handles enoent, anything else is a case_clause crash at startup
@@ -257,9 +269,16 @@ class Node:
             raise Refused(f"{args_file}: one -name couchdb@<fqdn> expected (long names), got {names}")
         self.name = names[0]
         self.host = self.name.split("@", 1)[1]
-        # one -setcookie is the cookie (also ''); with none, or two (ignored, OTP 25 tested), the
-        # node makes up a cookie file of its own: it then meets nobody
-        self.cookie = cookies[0] if len(cookies) == 1 else "generated-" + secrets.token_hex(10)
+        # one -setcookie is the cookie (also ''); with none, the cookie file; with two (ignored, OTP 25
+        # tested) or no file, the node makes up a cookie of its own: it then meets nobody
+        if len(cookies) == 1:
+            self.cookie = cookies[0]
+        elif not cookies and "cookie_error" in boot:
+            raise Refused(boot["cookie_error"])
+        elif not cookies and "cookie_file" in boot:
+            self.cookie = boot["cookie_file"]
+        else:
+            self.cookie = "generated-" + secrets.token_hex(10)
         if self.cookie == "monster":  # couch_sup.erl assert_no_monsters/0 (CVE-2022-24706)
             raise Refused("Monster detected ohno!, aborting startup.")
         self.files = boot["files"]
@@ -686,7 +705,7 @@ class Handler(BaseHTTPRequestHandler):
 
 def serve(args) -> None:
     try:
-        node = Node(args.etc, args.args_file, Path(args.state), args.user, args.listen)
+        node = Node(args.etc, args.args_file, Path(args.state), args.user, args.listen, args.home)
     except Refused as e:
         print(f"fake CouchDB did not start: {e}", file=sys.stderr, flush=True)
         sys.exit(1)
@@ -705,7 +724,8 @@ def start(args) -> None:
     log_path = state / f"server-{os.getpid()}.log"
     with open(log_path, "w") as log:
         command = [sys.executable, os.path.abspath(__file__), "serve", "--etc", args.etc, "--args-file", args.args_file,
-                   "--state", args.state, "--user", args.user] + (["--listen", args.listen] if args.listen else [])
+                   "--state", args.state, "--user", args.user] + (["--listen", args.listen] if args.listen else []) \
+            + (["--home", args.home] if args.home else [])
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -747,6 +767,7 @@ def main() -> None:
         sub = commands.add_parser(name)
         sub.add_argument("--etc", required=True, help="the node's etc directory (default.ini, local.d/, ...)")
         sub.add_argument("--args-file", required=True, help="its Erlang args file (-name, -setcookie)")
+        sub.add_argument("--home", help="where its .erlang.cookie is ($HOME; default: the account's home)")
         sub.add_argument("--listen", help="address to serve on (default: what the -name host resolves to)")
         sub.add_argument("--state", default=str(DEFAULT_STATE))
         sub.add_argument("--user", default="couchdb")
