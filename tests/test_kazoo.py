@@ -147,8 +147,10 @@ def test_a_vm_started_from_the_rendered_vm_args_has_the_cookie_but_not_on_its_co
 @pytest.mark.skipif(not available(), reason="needs root and unshare (as in .ci/run)")
 def test_ecallmgr_view_follows_the_installed_release(tmp_path):
     """Review B5: the view ecallmgr boots from is checked before every start (its drop-in's
-    ExecStartPre), so an upgraded release (a new kazoo_ecallmgr.boot) is what ecallmgr boots next;
-    its root, where ecallmgr.config's relative log files go (relx: cd "$ROOTDIR"), is kazoo's."""
+    ExecStartPre, as root), so an upgraded release (a new kazoo_ecallmgr.boot) is what ecallmgr boots
+    next. Everything it writes is root's: the view, and its fingerprint in the root-only state
+    directory (a second review found a kazoo-owned view root let kazoo plant a symlink root wrote
+    through)."""
     ours = files("aws-maximal", Role.APPLICATION)
     dropin = ours["/etc/systemd/system/kazoo-ecallmgr.service.d/kazoo.conf"]
     assert "ExecStartPre=+/opt/kazoo-bootstrap/ecallmgr-view.sh" in dropin and "Restart=on-failure" in dropin
@@ -170,7 +172,7 @@ def test_ecallmgr_view_follows_the_installed_release(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     before, after = run.stdout.split("== after")
     assert before.splitlines()[:2] == ["v1", "KAZOO_BIN=/opt/kazoo-ecallmgr/bin/kazoo"]
-    assert "kazoo /opt/kazoo-ecallmgr\n" in before and "root /opt/kazoo-ecallmgr/bin/kazoo" in before
+    assert "root /opt/kazoo-ecallmgr\n" in before and "root /opt/kazoo-ecallmgr/bin/kazoo" in before
     assert f"{release}/kazoo.rel" in before and "/opt/kazoo/releases/start_erl.data" in before
     assert after.splitlines()[1] == "v2"
     assert "env gone" in after and "no kazoo_ecallmgr.boot" in run.stderr

@@ -9,7 +9,10 @@ import subprocess
 
 import pytest
 
+from core.bootstrap import CLOUD_INIT_DIR
 from fakehost import FakeHost, available
+
+SCRIPTS = CLOUD_INIT_DIR / "scripts"
 
 pytestmark = pytest.mark.skipif(not available(), reason="needs root and unshare (as in .ci/run)")
 
@@ -67,11 +70,32 @@ def test_sup_runs_as_the_kazoo_account_with_its_home(tmp_path):
     """kz_sup never runs Kazoo's code as root (review B4: the release is kazoo's, so root running
     its sup would run what kazoo can rewrite): the real runuser, no stand-in on PATH."""
     host = FakeHost(tmp_path, {"KAZOO_SKIP": ""})
-    run = host.run(". /opt/kazoo-bootstrap/lib.sh && ensure_system_user kazoo /opt/kazoo && "
+    run = host.run(". /opt/kazoo-bootstrap/remote/lib.sh && ensure_system_user kazoo /opt/kazoo && "
                    "SUP=/usr/bin/env kz_sup", env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
     assert run.returncode == 0, run.stderr
     env = dict(line.split("=", 1) for line in run.stdout.splitlines() if "=" in line)
     assert env["USER"] == "kazoo" and env["HOME"] == "/opt/kazoo" and env["ERL_LIBS"] == "/opt/kazoo/lib"
-    uid = host.run("SUP=/usr/bin/id . /opt/kazoo-bootstrap/lib.sh && ensure_system_user kazoo /opt/kazoo && "
+    uid = host.run(". /opt/kazoo-bootstrap/remote/lib.sh && ensure_system_user kazoo /opt/kazoo && "
                    "SUP=/usr/bin/id kz_sup -un", env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
     assert uid.stdout.strip() == "kazoo", uid.stdout + uid.stderr
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/usr/bin/erl"), reason="needs Debian's erlang-base (.ci/run)")
+def test_kazoo_logs_go_to_var_log_kazoo_in_configs_erlang_still_reads(tmp_path):
+    """lager_log_root on kazoo-configs 4.4's own relx configs (the pinned tree): the result is still
+    a term file Erlang reads (file:consult, as the VM reads -config), with log_root in lager's
+    environment, and a second run changes nothing."""
+    import upstream
+    for name in ("kazoo_apps.config", "ecallmgr.config"):
+        config = tmp_path / name
+        config.write_text((upstream.tree("kazoo_configs") / "etc/kazoo" / name).read_text())
+        for _ in range(2):
+            run = subprocess.run(["bash", "-c", f'. {SCRIPTS}/lib.sh && lager_log_root "$1" /var/log/kazoo', "x", str(config)],
+                                 capture_output=True, text=True)
+            assert run.returncode == 0, run.stderr
+        assert config.read_text().count("log_root") == 1
+        check = subprocess.run(["erl", "-noshell", "-eval",
+                                f'{{ok, [Env]}} = file:consult("{config}"), Lager = proplists:get_value(lager, Env), '
+                                'io:format("~s", [proplists:get_value(log_root, Lager)]), halt().'],
+                               capture_output=True, text=True, timeout=60)
+        assert check.stdout == "/var/log/kazoo", check.stdout + check.stderr

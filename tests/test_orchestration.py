@@ -283,7 +283,7 @@ def test_remote_scripts_pass_shellcheck():
     if shellcheck is None:
         pytest.skip("shellcheck not installed (.ci/run installs it)")
     scripts = sorted((CLOUD_INIT_DIR / "remote").glob("*.sh"))
-    assert len(scripts) == 9
+    assert len(scripts) == 11
     for script in scripts:
         assert "set -euo pipefail" in script.read_text(), script.name
     run = subprocess.run([shellcheck, "-x", "-P", "SCRIPTDIR", *map(str, scripts)], capture_output=True, text=True)

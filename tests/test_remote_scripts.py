@@ -636,7 +636,7 @@ GROUPS = [("/etc/rabbitmq/", "root:rabbitmq"), ("/opt/couchdb/etc/", "root:couch
           # Erlang reads $HOME/.erlang.cookie only when its owner alone may read it (OTP auth.erl)
           ("/opt/kazoo/.erlang.cookie", "kazoo:kazoo"), ("/opt/couchdb/.erlang.cookie", "couchdb:couchdb")]
 ACCOUNTS = ("couchdb", "rabbitmq", "kazoo", "kamailio", "freeswitch")
-UNITS = "postgresql\ncouchdb\nrabbitmq-server\nhaproxy\nkamailio\nnginx\n"  # what the packages ship
+UNITS = "postgresql\ncouchdb\nrabbitmq-server\nhaproxy\nkamailio\nnginx\nepmd.socket\n"  # what the packages ship
 
 
 def owner(path: str) -> str:
@@ -652,10 +652,15 @@ def push_host(tmp: Path, ctx: HostContext, kazoo_units: tuple = ("kazoo-applicat
     (host.state / "units").write_text(UNITS)
     units = " ".join(f"/etc/systemd/system/{u}.service" for u in kazoo_units)
     ready = f" && mkdir -p {STATE_DIR} && touch {STATE_DIR}/couchdb-cluster-ready" if cluster_ready else ""
+    # today's first boot started the host's one epmd (lib.sh ensure_epmd)
+    ready += " && systemctl enable --now epmd.socket"
     run = host.run(f". /opt/kazoo-bootstrap/lib.sh && for a in {' '.join(ACCOUNTS)}; do ensure_system_user $a /nonexistent; done"
                    + (f" && mkdir -p /etc/systemd/system && printf '[Service]\\nExecStart=/bin/true\\n' | tee {units} >/dev/null" if units else "")
                    + ready)
     assert run.returncode == 0, run.stderr
+    state = json.loads((host.state / "systemd.json").read_text())
+    state["jobs"] = []  # the tests count the pushes' jobs only
+    (host.state / "systemd.json").write_text(json.dumps(state))
     return host
 
 
@@ -874,3 +879,40 @@ def test_kazoo_waits_for_the_couchdb_cluster_then_kazoo_start_starts_it(tmp_path
     single = context(SINGLE, "kazoo1")
     assert "KAZOO_START_AFTER_CLUSTER=0" in files(single)["/etc/kazoo/kazoo-start.env"]
     assert not any(s.startswith("kazoo-start") for s in steps(single))
+
+
+@needs_root
+def test_a_push_gives_a_host_made_earlier_what_todays_files_need(tmp_path):
+    """A second review: hosts made before HAProxy went to media hosts and before the one-epmd
+    bootstrap would be broken by today's files (no haproxy unit; CouchDB with -start_epmd false and no
+    epmd). A push installs HAProxy on a media host, moves epmd to epmd.socket (stopping the VM that
+    held it) and restarts every Erlang service to register again; FreeSWITCH waits for an operator."""
+    ctx = context(SINGLE, "kazoo1")  # every role: CouchDB, RabbitMQ, Kazoo and FreeSWITCH side by side
+    host = push_host(tmp_path, ctx)
+    state = json.loads((host.state / "systemd.json").read_text())
+    state["units"]["epmd.socket"]["active"] = "inactive"  # the old bootstrap: CouchDB's VM ran epmd
+    for unit in ("couchdb", "rabbitmq-server", "kazoo-applications", "kazoo-ecallmgr"):
+        state["units"][f"{unit}.service"] = {"active": "active", "enabled": True, "restarts": 0}
+    (host.state / "systemd.json").write_text(json.dumps(state))
+    (host.state / "units").write_text(UNITS + "freeswitch\n")
+    # apt as on that host: HAProxy not installed yet (dpkg-query says so; apt-get records)
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    (shims / "dpkg-query").write_text('#!/bin/bash\n[ "${*: -1}" = haproxy ] && exit 1\nexec /usr/bin/dpkg-query "$@"\n')
+    (shims / "apt-get").write_text('#!/bin/bash\necho "apt-get $*" >> "$STUB_STATE/calls.log"\n')
+    for shim in shims.iterdir():
+        shim.chmod(0o755)
+    bundle = bundle_file(tmp_path, ctx, "1")
+    run = host.run(f"{HIDE_UNITS}\n{push_line(ctx, bundle)}",
+                   env={**receive_env(ctx), "PATH": f"{shims}:{STUBS}:{REAL_PATH}"})
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert any(c.startswith("apt-get") and c.endswith(" haproxy") for c in host.calls)
+    assert "moving this host's epmd to epmd.socket" in run.stdout + run.stderr
+    calls = host.calls[host.calls.index("systemctl stop couchdb"):]  # (the first call: push_host's set-up)
+    assert "systemctl enable --now epmd.socket" in calls
+    units = systemd(host)["units"]
+    assert units["epmd.socket"]["active"] == "active"
+    jobs = systemd(host)["jobs"]
+    for unit in ("couchdb", "rabbitmq-server", "kazoo-applications", "kazoo-ecallmgr"):
+        assert f"restart {unit}.service" in jobs, jobs
+    assert "restart freeswitch.service" not in jobs  # never at a push: its calls stay up

@@ -19,4 +19,5 @@ mv "$etc/files.new" "$etc/files"
 rm -rf "$etc/files.old"
 
 # What changed goes to pulumi's output and to the host's bootstrap log.
+"$opt/remote/upgrade-host.sh" 2>&1 | tee -a /var/log/kazoo-bootstrap.log
 "$opt/configure.sh" 2>&1 | tee -a /var/log/kazoo-bootstrap.log

@@ -19,8 +19,8 @@
 #   exist it still syncs, then answers 400 "Cluster is already finished".
 set -euo pipefail
 shopt -s inherit_errexit  # a failure inside $(...) ends the run there, not one step later
-# shellcheck source=../scripts/lib.sh
-. /opt/kazoo-bootstrap/lib.sh
+# shellcheck source=lib.sh
+. /opt/kazoo-bootstrap/remote/lib.sh
 load_env
 [ $# -ge 1 ] || die "usage: couchdb-cluster.sh FQDN...   (every database node, this host first)"
 [ "$1" = "$FQDN" ] || die "run this on the first node given ($1), not on $FQDN"

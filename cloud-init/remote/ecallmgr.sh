@@ -6,8 +6,8 @@
 #   ecallmgr.sh allow-sbc NAME IP | allow-carrier NAME CIDR | remove-acl NAME
 # Idempotent: adding a node twice or an ACL under the same name changes nothing.
 set -euo pipefail
-# shellcheck source=../scripts/lib.sh
-. /opt/kazoo-bootstrap/lib.sh
+# shellcheck source=lib.sh
+. /opt/kazoo-bootstrap/remote/lib.sh
 load_env
 action=${1:-}
 # ecallmgr_maintenance runs on the ecallmgr node (2600hz docs-sysadmin: `sup -n ecallmgr ...`).

@@ -3,8 +3,8 @@
 # databases, import the prompts, refresh the views. Every step is safe to repeat.
 # Usage: kazoo-first-start.sh [PROMPTS_DIR]
 set -euo pipefail
-# shellcheck source=../scripts/lib.sh
-. /opt/kazoo-bootstrap/lib.sh
+# shellcheck source=lib.sh
+. /opt/kazoo-bootstrap/remote/lib.sh
 load_env
 prompts=${1:-/opt/kazoo/sounds/en/us}
 API=${COUCHDB_API:-http://127.0.0.1:15984}  # HAProxy in front of every CouchDB node

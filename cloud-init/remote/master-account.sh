@@ -12,8 +12,8 @@
 # Until it does, the one-off waits in a root-only file: a run that fails after create_account (crossbar
 # not answering yet) is finished by the next run instead of leaving a master user nobody can log in as.
 set -euo pipefail
-# shellcheck source=../scripts/lib.sh
-. /opt/kazoo-bootstrap/lib.sh
+# shellcheck source=lib.sh
+. /opt/kazoo-bootstrap/remote/lib.sh
 load_env
 name=${1:?NAME} realm=${2:?REALM} user=${3:?USER} api=${4:-}
 IFS= read -r password || [ -n "$password" ] || die "no password on stdin"

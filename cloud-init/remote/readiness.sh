@@ -3,8 +3,8 @@
 # readiness output. Always exits 0: it reports, the steps before it fail.
 # Usage: readiness.sh ROLE...
 set -euo pipefail
-# shellcheck source=../scripts/lib.sh
-. /opt/kazoo-bootstrap/lib.sh
+# shellcheck source=lib.sh
+. /opt/kazoo-bootstrap/remote/lib.sh
 load_env
 
 check() {

@@ -5,8 +5,9 @@
 # media proxy on 24517: the second node dies with eaddrinuse. Newer builds ship
 # releases/0.0.0/kazoo_ecallmgr.boot without it (openkazoo-kazoo4-builder scripts/build-kazoo.sh);
 # ecallmgr then runs from a view of the release whose kazoo.boot is that file (relx boots
-# $REL_DIR/$REL_NAME.boot). relx runs the node in the view's root (cd "$ROOTDIR"), where
-# kazoo-configs' ecallmgr.config writes its logs (ecallmgr-error.log, ...): that directory is kazoo's.
+# $REL_DIR/$REL_NAME.boot). The view is root's, and so is what it was made from (the fingerprint in
+# the bootstrap's root-only state directory): this runs as root, and must write nowhere kazoo could
+# plant a symlink. ecallmgr's logs go to /var/log/kazoo (lager log_root, install-application.sh).
 set -euo pipefail
 # shellcheck source=lib.sh
 . /opt/kazoo-bootstrap/lib.sh
@@ -18,10 +19,11 @@ if [ ! -f "$release/kazoo_ecallmgr.boot" ]; then
 fi
 # What the view is made of: the start script, the boot file and the release's file names.
 fingerprint=$( { sha256sum /opt/kazoo/bin/kazoo "$release/kazoo_ecallmgr.boot"; ls -1 "$release" /opt/kazoo/releases; } | sha256sum | cut -d' ' -f1)
-if [ "$(cat "$view/.made-from" 2>/dev/null)" != "$fingerprint" ] || [ ! -f "$env" ]; then
-  rm -rf "${view:?}/bin" "${view:?}/lib" "${view:?}/releases"
-  install -d -m 0755 -o kazoo -g kazoo "$view"
-  install -d -m 0755 "$view/bin" "$view/releases/0.0.0"
+made_from="$STATE_DIR/ecallmgr-view.sha256"
+install -d -m 0700 "$STATE_DIR"
+if [ "$(cat "$made_from" 2>/dev/null)" != "$fingerprint" ] || [ ! -f "$env" ] || [ ! -f "$view/bin/kazoo" ]; then
+  rm -rf "${view:?}"
+  install -d -m 0755 "$view" "$view/bin" "$view/releases/0.0.0"
   cp -p /opt/kazoo/bin/kazoo "$view/bin/kazoo"
   ln -s /opt/kazoo/lib "$view/lib"
   for file in "$release"/*; do ln -s "$file" "$view/releases/0.0.0/${file##*/}"; done
@@ -30,10 +32,8 @@ if [ "$(cat "$view/.made-from" 2>/dev/null)" != "$fingerprint" ] || [ ! -f "$env
   done
   rm -f "$view/releases/0.0.0/kazoo.boot"
   cp -p "$release/kazoo_ecallmgr.boot" "$view/releases/0.0.0/kazoo.boot"
-  printf '%s\n' "$fingerprint" > "$view/.made-from"
+  printf '%s\n' "$fingerprint" > "$made_from"
   printf 'KAZOO_BIN=%s/bin/kazoo\n' "$view" > "$env"
   chmod 0644 "$env"
   log "ecallmgr boots $release/kazoo_ecallmgr.boot (through $view)"
 fi
-# Its logs: the view's root is kazoo's (the rest of the view stays root's)
-chown kazoo:kazoo "$view"

@@ -29,6 +29,7 @@ else
   install -d -m 0755 /etc/kazoo
   for config in kazoo_apps.config ecallmgr.config; do
     install -m 0644 "$staging/etc/kazoo/$config" "/etc/kazoo/$config"
+    lager_log_root "/etc/kazoo/$config" /var/log/kazoo
   done
   install -m 0644 "$staging"/etc/systemd/system/kazoo-*.service /etc/systemd/system/
   install -m 0755 "$staging"/sbin/kazoo-* /usr/sbin/
