@@ -159,7 +159,7 @@ def test_ecallmgr_view_follows_the_installed_release(tmp_path):
     setup = (f"install -m 0755 {CLOUD_INIT_DIR}/scripts/ecallmgr-view.sh /opt/kazoo-bootstrap/ && "
              ". /opt/kazoo-bootstrap/lib.sh && ensure_system_user kazoo /opt/kazoo && "
              f"mkdir -p {release} /opt/kazoo/bin /opt/kazoo/lib/kazoo_apps-4.4.0 /etc/kazoo && "
-             "echo '#!/bin/sh' > /opt/kazoo/bin/kazoo && echo '26 0.0.0' > /opt/kazoo/releases/start_erl.data && "
+             "printf '#!/bin/sh\\nREL_VSN=\"0.0.0\"\\n' > /opt/kazoo/bin/kazoo && echo '26 0.0.0' > /opt/kazoo/releases/start_erl.data && "
              f"echo apps > {release}/kazoo.boot && echo v1 > {release}/kazoo_ecallmgr.boot && echo rel > {release}/kazoo.rel && ")
     show = ("cat /opt/kazoo-ecallmgr/releases/0.0.0/kazoo.boot /etc/kazoo/ecallmgr.env && "
             "stat -c '%U %n' /opt/kazoo-ecallmgr /opt/kazoo-ecallmgr/bin/kazoo && "
@@ -167,12 +167,21 @@ def test_ecallmgr_view_follows_the_installed_release(tmp_path):
     run = host.run(setup + "/opt/kazoo-bootstrap/ecallmgr-view.sh && " + show + " && "
                    # an upgrade: a new boot file; the next start's check rebuilds the view
                    f"echo v2 > {release}/kazoo_ecallmgr.boot && /opt/kazoo-bootstrap/ecallmgr-view.sh && echo '== after' && "
-                   + show + f" && rm {release}/kazoo_ecallmgr.boot && /opt/kazoo-bootstrap/ecallmgr-view.sh && "
+                   + show + " && echo '== bumped' && "
+                   # a package that bumps the release version (relx writes it into bin/kazoo)
+                   "mkdir /opt/kazoo/releases/4.4.1 && echo v3 > /opt/kazoo/releases/4.4.1/kazoo_ecallmgr.boot && "
+                   "sed -i 's/^REL_VSN=.*/REL_VSN=\"4.4.1\"/' /opt/kazoo/bin/kazoo && /opt/kazoo-bootstrap/ecallmgr-view.sh && "
+                   "cat /opt/kazoo-ecallmgr/releases/4.4.1/kazoo.boot && grep -c 4.4.1 /opt/kazoo-ecallmgr/bin/kazoo && "
+                   "test ! -e /opt/kazoo-ecallmgr/releases/0.0.0 && echo 'old view gone' && "
+                   "rm /opt/kazoo/releases/4.4.1/kazoo_ecallmgr.boot && /opt/kazoo-bootstrap/ecallmgr-view.sh && "
                    "test ! -e /etc/kazoo/ecallmgr.env && echo 'env gone'")
     assert run.returncode == 0, run.stdout + run.stderr
     before, after = run.stdout.split("== after")
+    after, bumped = after.split("== bumped")
     assert before.splitlines()[:2] == ["v1", "KAZOO_BIN=/opt/kazoo-ecallmgr/bin/kazoo"]
     assert "root /opt/kazoo-ecallmgr\n" in before and "root /opt/kazoo-ecallmgr/bin/kazoo" in before
     assert f"{release}/kazoo.rel" in before and "/opt/kazoo/releases/start_erl.data" in before
     assert after.splitlines()[1] == "v2"
-    assert "env gone" in after and "no kazoo_ecallmgr.boot" in run.stderr
+    # review2 N4: the view follows the version the start script boots, not a hard-coded 0.0.0
+    assert bumped.split()[:3] == ["v3", "1", "old"]
+    assert "env gone" in bumped and "no kazoo_ecallmgr.boot" in run.stderr
