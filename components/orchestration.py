@@ -19,6 +19,14 @@ from core.orchestration import PUBLIC_IP, Stdin, Step
 from core.settings import Settings
 
 PER_DIAL_TIMEOUT = 15  # seconds; times ssh.dialErrorLimit bounds how long a step waits for a host
+# Property paths into the connection (Pulumi's ignoreChanges path syntax; into a secret object since
+# pulumi/pulumi#14565): the dial tuning only, never the host, user, keys or bastion.
+IGNORED_CONNECTION_INPUTS = [
+    "connection.dialErrorLimit",
+    "connection.perDialTimeout",
+    "connection.proxy.dialErrorLimit",
+    "connection.proxy.perDialTimeout",
+]
 
 
 @dataclass
@@ -65,9 +73,14 @@ class Orchestration(pulumi.ComponentResource):
                     depends_on=depends_on,
                     deleted_with=refs.server,
                     replace_with=list(dict.fromkeys(replaced_by)),
-                    # How to reach a host is not part of what a step does: a new dial limit or bastion
-                    # re-runs nothing (a step deleted later dials as it was created).
-                    ignore_changes=["connection"],
+                    # A step with an undo (remove-media, remove-acl) undoes the old before the new runs:
+                    # both name the same thing, so create-first would remove what was just added.
+                    delete_before_replace=step.delete is not None,
+                    # How patiently to dial is not part of what a step does: a new dial limit re-runs
+                    # nothing. Where to dial is: a host's new address (a replaced database host, an
+                    # AWS stop/start) must reach the state, or the engine keeps dialling the old one
+                    # (ignored inputs keep their old values, also on a replacement).
+                    ignore_changes=IGNORED_CONNECTION_INPUTS,
                 ),
             )
             self.commands[step.name] = command

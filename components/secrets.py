@@ -35,36 +35,34 @@ class KazooSecrets(pulumi.ComponentResource):
 
         if settings.sip_tls_key is not None:  # the SIP domain's certificate key, given by the stack
             self.values["sip_tls_key"] = pulumi.Output.secret(settings.sip_tls_key.get_secret_value())
-        self.operator_public_key: Optional[pulumi.Output[str]] = None
-        self.operator_private_key: Optional[pulumi.Output[str]] = None
-        self.master_password: Optional[pulumi.Output[str]] = None
         # Each host's SSH host key, made here so that cloud-init installs it and `pulumi up` pins it:
-        # the orchestration never trusts whatever key answers on first contact.
-        self.host_keys: dict[str, tls.PrivateKey] = {}
-        if settings.orchestrate:
-            self.host_keys = {
-                name: tls.PrivateKey(f"{name}-ssh-host-key", algorithm="ED25519", opts=child) for name in host_names
-            }
-            if settings.ssh_private_key is not None:
-                # its public half is expected among sshPublicKeys
-                self.operator_private_key = pulumi.Output.secret(settings.ssh_private_key.get_secret_value())
-            else:
-                key = tls.PrivateKey("orchestration-ssh", algorithm="ED25519", opts=child)
+        # the orchestration never trusts whatever key answers on first contact. The keys are made
+        # whether or not `orchestrate` is on: switching it off and on again must find the keys the
+        # running hosts were given (review 3, B3); only what hosts are handed depends on it.
+        self.host_keys: dict[str, tls.PrivateKey] = {
+            name: tls.PrivateKey(f"{name}-ssh-host-key", algorithm="ED25519", opts=child) for name in host_names
+        }
+        self.operator_public_key: Optional[pulumi.Output[str]] = None
+        if settings.ssh_private_key is not None:
+            # its public half is expected among sshPublicKeys
+            self.operator_private_key: pulumi.Output[str] = pulumi.Output.secret(
+                settings.ssh_private_key.get_secret_value())
+        else:
+            key = tls.PrivateKey("orchestration-ssh", algorithm="ED25519", opts=child)
+            if settings.orchestrate:  # installed for the orchestration only
                 self.operator_public_key = key.public_key_openssh.apply(str.strip)
-                self.operator_private_key = key.private_key_openssh
-            if settings.master_password is not None:
-                self.master_password = pulumi.Output.secret(settings.master_password.get_secret_value())
-            else:
-                self.master_password = random.RandomPassword(
-                    "master-password", length=24, special=False, opts=child
-                ).result
+            self.operator_private_key = key.private_key_openssh
+        if settings.master_password is not None:
+            self.master_password: pulumi.Output[str] = pulumi.Output.secret(
+                settings.master_password.get_secret_value())
+        else:
+            self.master_password = random.RandomPassword("master-password", length=24, special=False,
+                                                         opts=child).result
         self.register_outputs({})
 
-    def host_key(self, name: str) -> pulumi.Output[Optional[tuple[str, str]]]:
-        """(private, public) host key of a host, or None without orchestration."""
-        key = self.host_keys.get(name)
-        if key is None:
-            return pulumi.Output.from_input(None)
+    def host_key(self, name: str) -> pulumi.Output[tuple[str, str]]:
+        """(private, public) host key of a host."""
+        key = self.host_keys[name]
         return pulumi.Output.all(key.private_key_openssh, key.public_key_openssh).apply(
             lambda k: (k[0], k[1].strip())
         )

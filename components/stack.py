@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Optional
 
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from components.clouds import ServerRefs, seam_for, with_cloud_defaults
+from components.clouds import ServerRefs, seam_for
 from components.clouds.hetzner import UI_PORT as HETZNER_UI_PORT
 from components.names import KazooNames, KazooNamesArgs
 from components.network import KazooNetwork, KazooNetworkArgs
@@ -16,12 +17,15 @@ from components.secrets import KazooSecrets
 from components.sources import PinnedArchives
 from components.servers import ROLE_COMPONENTS, CombinedServers, ServersArgs
 from core.bootstrap import HostContext, config_bundle, config_digest, render_user_data
-from core.firewall import firewall_matrix, rules_for
+from core.firewall import check_aws_rule_quota, firewall_matrix, rules_for
 from core.orchestration import plan_steps
 from core.plan import Host, Plan, PlanError, plan_hosts
 from core.roles import ALL_ROLES, Role
 from core.names import Names, plan_names
 from core.settings import Cloud, Layout, Settings, SettingsError, load_settings, plain_text_secrets
+
+
+LABEL_VALUE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?")
 
 
 def read_config() -> dict[str, str]:
@@ -35,9 +39,16 @@ def read_config() -> dict[str, str]:
 def load() -> tuple[Settings, Plan]:
     """Parse and plan, or stop the program with one line: no resource is registered before this."""
     raw = read_config()
+    stack = pulumi.get_stack()
+    # The stack's name is a label value on both clouds (kazoo-stack): Hetzner takes at most 63
+    # characters, starting and ending alphanumeric (docs.hetzner.cloud, "Labels").
+    if not LABEL_VALUE.fullmatch(stack):
+        raise pulumi.RunError(f"stack name {stack[:80]!r}: at most 63 letters, digits, '-', '_' or '.', "
+                              "starting and ending with a letter or digit (it labels every resource)")
     try:
-        settings = with_cloud_defaults(load_settings(raw))
-        plan = plan_hosts(settings)
+        settings = load_settings(raw)
+        plan = plan_hosts(settings)  # on AWS without aws.zones: <region>a, b, c until build() looks
+        check_aws_rule_quota(settings, firewall_matrix(settings))
     except (SettingsError, PlanError) as err:
         raise pulumi.RunError(str(err)) from None
     secret_keys = set(runtime_config.get_config_secret_keys_env()) | set(runtime_config._SECRET_KEYS.get())
@@ -54,6 +65,13 @@ Renderer = Callable[[Host, Optional[pulumi.Input[str]], Optional[pulumi.Input[st
 
 def build(settings: Settings, plan: Plan, stack: str) -> None:
     cloud = seam_for(settings, stack)
+    defaulted = cloud.with_cloud_defaults()  # AWS: the region's real zones, through the stack's provider
+    if defaulted is not settings:
+        settings = defaulted
+        try:
+            plan = plan_hosts(settings)  # the same checks passed with as many placeholder zones
+        except PlanError as err:
+            raise pulumi.RunError(str(err)) from None
     rules = firewall_matrix(settings)
     network = KazooNetwork("kazoo", KazooNetworkArgs(plan=plan, cloud=cloud))
     kazoo_secrets = KazooSecrets("kazoo", settings, [h.name for h in plan.hosts])

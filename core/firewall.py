@@ -207,3 +207,39 @@ def host_firewall(rules: list[Rule], plan, host) -> list[HostRow]:
             if sources:
                 rows.append(HostRow(family, sources, rule.protocol, rule.port_text, label))
     return rows
+
+
+# Inbound rules an AWS security group holds by default, IPv4 and IPv6 counted apart (Amazon VPC
+# quotas, "Inbound or outbound rules per security group": 60). Over it, `pulumi up` stops midway
+# with RulesPerSecurityGroupLimitExceeded.
+AWS_INBOUND_RULES_PER_GROUP = 60
+
+
+def aws_inbound_rules(rules: list[Rule], role: Role) -> tuple[int, dict[str, int]]:
+    """How many inbound rules the role's security group gets (one per IPv4 CIDR of a public rule, one
+    per peer rule, as the AWS seam makes them), and how many each CIDR list brings."""
+    total, by_list = 0, {}
+    for rule in rules_for(rules, role):
+        if rule.public:
+            count = sum(1 for c in rule.source.cidrs if ":" not in c)
+            by_list[rule.source.name] = by_list.get(rule.source.name, 0) + count
+        else:
+            count = 1
+        total += count
+    return total, by_list
+
+
+def check_aws_rule_quota(settings: Settings, rules: list[Rule]) -> None:
+    """Refuse, before any resource, a stack whose CIDR lists would overflow a security group."""
+    from core.settings import NAMESPACE, Cloud, SettingsError
+
+    if settings.cloud is not Cloud.AWS:
+        return
+    for role in Role:
+        total, by_list = aws_inbound_rules(rules, role)
+        if total > AWS_INBOUND_RULES_PER_GROUP:
+            key = max(by_list, key=by_list.get)
+            raise SettingsError(
+                f"{NAMESPACE}:{key}: the {role.value} hosts' security group would hold {total} inbound rules "
+                f"(AWS allows {AWS_INBOUND_RULES_PER_GROUP} per group by default): list fewer, wider ranges"
+            )

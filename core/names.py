@@ -4,7 +4,9 @@
   name (carriers that check reverse DNS accept the SIP peer);
 - the SIP domain (`domain` itself): SRV records for `_sip._udp`, `_sip._tcp` and, with TLS,
   `_sips._tcp`, one target per proxy, equal priority and weight; NAPTR records saying which
-  transports the domain offers, TLS first (RFC 3263 §4.1, RFC 2782 for SRV);
+  transports the domain offers, TLS first (RFC 3263 §4.1, RFC 2782 for SRV). Hetzner's DNS has no
+  NAPTR type (hcloud-go hcloud/zone_rrset.go lists every RRSet type its API takes): there clients
+  find the proxies from the SRV records alone, as RFC 3263 §4.1 allows when no NAPTR exists;
 - `api.<domain>` (and `ui.<domain>` with Monster UI): the cloud's load balancer, which terminates
   HTTPS with a managed certificate for these names.
 Targets are absolute names (a trailing dot), as both clouds' DNS take them.
@@ -17,7 +19,7 @@ from typing import Optional
 
 from core.plan import Host, Plan
 from core.roles import Role
-from core.settings import Settings
+from core.settings import Cloud, Settings
 
 TTL = 300
 SIP_PORTS = {"udp": 5060, "tcp": 5060}
@@ -60,7 +62,8 @@ def plan_names(settings: Settings, plan: Plan) -> Optional[Names]:
                 f"sip-{key}-srv",
             ))
             naptr.append(f'{order * 10} 50 "s" "{flag}" "" {service}.{domain}.')
-        sip.append(RecordSet(domain, "NAPTR", tuple(naptr), "sip-naptr"))
+        if settings.cloud is not Cloud.HETZNER:
+            sip.append(RecordSet(domain, "NAPTR", tuple(naptr), "sip-naptr"))
     has_api = bool(plan.with_role(Role.APPLICATION))
     return Names(
         hosts=tuple((h.fqdn, h) for h in plan.hosts if h.stable_public_ip),

@@ -69,6 +69,8 @@ class Plan:
     # The API's load balancer on the private network (with dns.zone): where crossbar's traffic comes
     # from. Hetzner: its own address in the network; AWS: two subnets of its own (an ALB spans two zones).
     load_balancer_cidrs: tuple[str, ...] = ()
+    # AWS: the ALB's subnets as (zone, CIDR); zone None is another zone of the region (looked up).
+    load_balancer_subnets: tuple[tuple[Optional[str], str], ...] = ()
 
     def with_role(self, role: Role) -> list[Host]:
         return [h for h in self.hosts if h.carries(role)]
@@ -155,6 +157,7 @@ def plan_hosts(settings: Settings) -> Plan:
         subnets=subnets,
         hosts=tuple(hosts),
         load_balancer_cidrs=load_balancer_cidrs(settings),
+        load_balancer_subnets=load_balancer_subnets(settings, hosts),
     )
 
 
@@ -176,3 +179,22 @@ def load_balancer_cidrs(settings: Settings) -> tuple[str, ...]:
     if len(subnets) >= len(blocks):
         raise PlanError(f"kazoo:aws.zones: with dns.zone, at most {len(blocks) - 1} zones fit the network plan")
     return tuple(str(half) for half in blocks[-1].subnets(prefixlen_diff=1))
+
+
+def load_balancer_subnets(settings: Settings, hosts) -> tuple[tuple[Optional[str], str], ...]:
+    """AWS with dns.zone: the ALB's subnets, one in each zone that holds an application host (a target
+    in a zone the balancer is not enabled in gets no traffic: ELB's "Availability Zones" rule), and a
+    second when they all share one (an ALB needs two zones): the plan's next zone, or None for another
+    zone of the region. Each zone keeps its slot of the network's last block (the plan's zone order,
+    the last slot for the region's extra zone), so a zone added later adds a subnet and moves none."""
+    if not settings.tls_api or settings.cloud is not Cloud.AWS:
+        return ()
+    zones = settings.zones
+    load_balancer_cidrs(settings)  # the same checks: the last block is free
+    block = list(ipaddress.ip_network(settings.network.cidr).subnets(prefixlen_diff=ZONE_BITS))[-1]
+    slots = list(block.subnets(prefixlen_diff=ZONE_BITS))  # 8 slots, /26 in the narrowest network
+    wanted: list[Optional[str]] = list(dict.fromkeys(h.zone for h in hosts if h.carries(Role.APPLICATION)))
+    if len(wanted) == 1:
+        others = [z for z in zones if z not in wanted]
+        wanted.append(others[0] if others else None)
+    return tuple((zone, str(slots[zones.index(zone)] if zone else slots[-1])) for zone in wanted)

@@ -211,3 +211,26 @@ def test_carriers_come_in_through_kamailio_and_send_rtp_to_freeswitch():
     for rules in (narrow, matrix(carrierCidrs=[CARRIERS])):
         assert not [r for r in rules if r.role.value == "media" and r.public and overlaps(r.ports, (11000, 11000))
                     and r.protocol in ("udp", "tcp") and r.ports != RTP]
+
+
+def test_the_security_group_quota_check_counts_what_the_seam_makes():
+    """The quota check (60 inbound rules per AWS security group) counts the rules the AWS seam really
+    registers, per group, on a stack near the limit; one range more is refused before any resource."""
+    from core.firewall import AWS_INBOUND_RULES_PER_GROUP, aws_inbound_rules
+    from core.settings import load_settings
+    from harness import stack_config
+
+    sip = [f"198.51.{i}.0/24" for i in range(10)]
+    result = run_stack_file("aws-maximal", {"sipCidrs": sip, "sip": {"websockets": True}})
+    groups = {r.id: r.name.removesuffix("-sg") for r in result.registrations if r.type == "aws:ec2/securityGroup:SecurityGroup"}
+    made: dict[str, int] = {}
+    for r in result.registrations:
+        if r.type == "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule" and r.inputs["securityGroupId"] in groups:
+            role = groups[r.inputs["securityGroupId"]]
+            made[role] = made.get(role, 0) + 1
+    settings = load_settings(stack_config("aws-maximal", {"sipCidrs": sip, "sip": {"websockets": True}}))
+    rules = matrix(sipCidrs=sip, sip={"websockets": True})
+    counted = {role.value: aws_inbound_rules(rules, role)[0] for role in Role}
+    assert {k: v for k, v in made.items() if k in counted} == counted
+    assert AWS_INBOUND_RULES_PER_GROUP - 8 < counted["proxy"] <= AWS_INBOUND_RULES_PER_GROUP, counted
+    assert settings.sip_cidrs == sip

@@ -15,7 +15,7 @@ import pytest
 from core.bootstrap import HostContext, render_template
 from core.plan import plan_hosts
 from core.settings import load_settings
-from harness import STACKS, RecordingMonitor, config_from_stack_file, run_program
+from harness import STACKS, RecordingMonitor, config_from_stack_file, run_program, stack_config
 
 HETZNER = config_from_stack_file(STACKS / "Pulumi.hetzner-maximal.yaml")
 AWS = config_from_stack_file(STACKS / "Pulumi.aws-maximal.yaml")
@@ -87,6 +87,10 @@ REFUSED = [
     (HETZNER, {"dns": {"zone": "example.org"}}, "kazoo:dns.zone"),  # does not hold the domain
     (HETZNER, {"sip": {"tls": True}}, "kazoo:sipTlsCertificate"),
     (HETZNER, {"adminCidrs": ["203.0.113.5/24"]}, "kazoo:adminCidrs"),
+    # review 3, B5: more rules than an AWS security group holds (60 inbound): SIP rows x 16 ranges
+    (AWS, {"sipCidrs": [f"198.51.{i}.0/24" for i in range(16)], "sip": {"websockets": True}},
+     "kazoo:sipCidrs"),
+    (AWS, {"adminCidrs": [f"203.0.{i}.0/24" for i in range(61)]}, "kazoo:adminCidrs"),
     # networks in the wrong ranges
     (HETZNER, {"network": {"cidr": "127.0.0.0/16"}}, "kazoo:network.cidr"),
     (HETZNER, {"network": {"cidr": "169.254.0.0/16"}}, "kazoo:network.cidr"),
@@ -217,3 +221,16 @@ def test_a_secret_in_clear_text_gets_a_warning(caplog):
     caplog.clear()
     run_program(HETZNER, secrets={"kazoo:masterPassword": "correct-horse-battery"})
     assert not [r for r in caplog.records if "clear text" in r.getMessage()]
+
+
+@pytest.mark.parametrize("stack", ["s" * 64, "prod-", "-prod"])
+def test_a_stack_name_that_cannot_label_resources_is_refused(stack):
+    """Review 3, C4: the stack's name is the kazoo-stack label of every resource; Hetzner refuses a
+    label value over 63 characters or not starting and ending with a letter or digit."""
+    with pytest.raises(pulumi.RunError, match=r"^stack name '") as raised:
+        run_program(stack_config("hetzner-single"), stack=stack)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_long_stack_name_that_fits_is_accepted():
+    assert run_program(stack_config("hetzner-single"), stack="p" * 63).outputs["hosts"]

@@ -63,10 +63,41 @@ def test_routine_changes_run_nothing_again(results):
     after = of(run_stack_file("aws-maximal", {"ssh": {"dialErrorLimit": 7}}), COMMAND)
     assert set(after) == set(before)
     for name, step in after.items():
-        assert "connection" in step.ignore_changes, name
-        for key in ("create", "delete", "triggers", "stdin"):
-            assert step.inputs.get(key) == before[name].inputs.get(key), (name, key)
+        old = before[name]
+        # only the dial tuning differs, and the engine keeps its old value (ignoreChanges paths)
+        assert set(step.inputs) == set(old.inputs), name
+        changed = {k for k in step.inputs if step.inputs[k] != old.inputs[k]}
+        assert changed == {"connection"}, (name, changed)
+        changed = {f"connection.{k}" for k in step.inputs["connection"]
+                   if step.inputs["connection"][k] != old.inputs["connection"].get(k)}
+        assert changed == {"connection.dialErrorLimit"} and changed <= set(step.ignore_changes), (name, changed)
         assert step.inputs["addPreviousOutputInEnv"] is False  # no PULUMI_COMMAND_STDOUT asked of sshd
+
+
+def test_a_new_address_reaches_the_steps():
+    """Review 3, A3: with the whole connection ignored, a database host replaced (or an AWS instance
+    stopped and started: a new public IPv4) was dialled at its old address for ten minutes. Where to
+    dial, and through which bastion, is never ignored: only how patiently."""
+    result = run_stack_file("aws-maximal")
+    for name, step in of(result, COMMAND).items():
+        ignored = set(step.ignore_changes)
+        assert ignored and all(path.startswith("connection.") for path in ignored), name
+        for kept in ("connection", "connection.host", "connection.proxy", "connection.privateKey",
+                     "connection.hostKey", "connection.proxy.host"):
+            assert kept not in ignored, (name, kept)
+        assert {p.rsplit(".", 1)[1] for p in ignored} == {"dialErrorLimit", "perDialTimeout"}, name
+
+
+def test_steps_that_undo_themselves_undo_the_old_before_the_new_runs():
+    """Review 3, B1: a replaced registration (a replaced media server, or a carrier's new address) ran
+    `add-media media1` and then the old step's `remove-media media1`: the host ended unknown to ecallmgr
+    while `pulumi up` said success. A step with a delete command is replaced delete-first."""
+    result = run_stack_file("aws-maximal", {"carrierCidrs": ["198.51.100.0/28"]})
+    steps = of(result, COMMAND)
+    undoing = {name for name, step in steps.items() if step.inputs.get("delete")}
+    assert {"register-media1", "trust-proxy1"} <= undoing and any(n.startswith("carrier-") for n in undoing)
+    for name, step in steps.items():
+        assert step.delete_before_replace is (name in undoing), name
 
 
 def test_a_bastion_is_let_in_by_every_firewall_and_pinned():

@@ -5,6 +5,8 @@ growth that only adds."""
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from harness import run_stack_file
@@ -61,9 +63,26 @@ def test_the_sip_domain_leads_to_every_proxy(stack):
     for service in ("_sip._udp", "_sip._tcp"):
         srv = sorted(found[(f"{service}.{domain}", "SRV")])
         assert srv == sorted(f"10 10 5060 {p}." for p in proxies)  # equal priority and weight
-    naptr = found[(domain, "NAPTR")]
-    assert naptr == [f'10 50 "s" "SIP+D2U" "" _sip._udp.{domain}.', f'20 50 "s" "SIP+D2T" "" _sip._tcp.{domain}.']
+    if stack.startswith("aws"):
+        naptr = found[(domain, "NAPTR")]
+        assert naptr == [f'10 50 "s" "SIP+D2U" "" _sip._udp.{domain}.', f'20 50 "s" "SIP+D2T" "" _sip._tcp.{domain}.']
+    else:  # review 3, A1: Hetzner's API refuses a NAPTR RRSet; SRV alone is RFC 3263's fallback
+        assert (domain, "NAPTR") not in found
     assert (f"_sips._tcp.{domain}", "SRV") not in found  # no TLS, not offered
+
+
+# Every RRSet type Hetzner's Cloud DNS API takes (hetznercloud/hcloud-go hcloud/zone_rrset.go,
+# ZoneRRSetType): the provider passes the type through, so another fails only at `pulumi up`.
+HETZNER_RRSET_TYPES = {"A", "AAAA", "CAA", "CNAME", "DS", "HINFO", "HTTPS", "MX", "NS", "PTR", "RP", "SOA",
+                       "SRV", "SVCB", "TLSA", "TXT"}
+
+
+@pytest.mark.parametrize("stack", [s for s in STACKS if s.startswith("hetzner")])
+def test_hetzner_gets_only_record_types_its_dns_takes(stack, tmp_path):
+    certificate, key = ThrowawayCA(tmp_path).issue(f"{stack.split('-')[1]}.hetzner.voip.example.com", 5)
+    result = with_names(stack, sip={"tls": True}, sipTlsCertificate=certificate, sipTlsKey=key)
+    types = {r.inputs["type"] for r in result.registrations if r.type == "hcloud:index/zoneRrset:ZoneRrset"}
+    assert "SRV" in types and types <= HETZNER_RRSET_TYPES, types
 
 
 def test_tls_is_offered_first_when_on(tmp_path):
@@ -89,6 +108,11 @@ def test_the_api_is_https_behind_the_load_balancer(stack):
         assert found[(f"api.{domain}", "A")] == [lb.state["ipv4"]]
         [cert] = [r for r in result.registrations if r.type == "hcloud:index/managedCertificate:ManagedCertificate"]
         assert sorted(cert.inputs["domainNames"]) == [f"api.{domain}", f"ui.{domain}"]
+        # review 3, A2: new names replace it create-first: the new one needs a name of its own
+        without_ui = with_names(stack)
+        [old] = [r for r in without_ui.registrations if r.type == "hcloud:index/managedCertificate:ManagedCertificate"]
+        assert old.inputs["domainNames"] == [f"api.{domain}"] and old.inputs["name"] != cert.inputs["name"]
+        assert not cert.delete_before_replace  # the 443 service still uses the old one
         targets = [r for r in result.registrations if r.type == "hcloud:index/loadBalancerTarget:LoadBalancerTarget"]
         assert {servers[next(d for d in t.dependencies if d in servers)] for t in targets} == apps
         assert all(t.inputs["usePrivateIp"] for t in targets)
@@ -147,3 +171,36 @@ def test_hetzner_keeps_a_restricted_api_off_its_unfilterable_load_balancer():
     assert not [r for r in result.registrations if r.type == "hcloud:index/loadBalancer:LoadBalancer"]
     assert records(result)  # host names and the SIP domain
     assert all(u.startswith("http://") for u in result.outputs["apiUrls"])
+
+
+@pytest.mark.parametrize("stack, more, want", [
+    # every zone holding an application host, so that each target gets traffic
+    ("aws-maximal", {"roles": {"application": {"count": 3}}}, {"eu-central-1a", "eu-central-1b", "eu-central-1c"}),
+    # one application zone: the plan's next zone is the ALB's second
+    ("aws-dual", {"aws": {"region": "eu-central-1", "zones": ["eu-central-1c", "eu-central-1a"]}}, {"eu-central-1c", "eu-central-1a"}),
+    # a plan in one zone: another zone of the region, looked up
+    ("aws-single", {"aws": {"region": "eu-central-1", "zones": ["eu-central-1c"]}}, {"eu-central-1c", "eu-central-1a"}),
+])
+def test_the_load_balancer_is_in_every_application_zone(stack, more, want):
+    """Review 3, B2: the ALB's subnets were the region's first two zones whatever the hosts' zones:
+    an API in eu-central-1c alone answered 503 (ELB: targets in a zone the balancer is not enabled in
+    get no traffic)."""
+    result = with_names(stack, **more)
+    apps = {h["zone"] for h in result.outputs["hosts"].values() if "application" in h["roles"]}
+    subnets = [r for r in result.registrations if r.type == "aws:ec2/subnet:Subnet" and r.name.startswith("web-lb-")]
+    zones = {s.inputs["availabilityZone"] for s in subnets}
+    assert zones == want and apps <= zones and len(subnets) == len(zones) >= 2
+    host_subnets = {r.inputs["cidrBlock"] for r in result.registrations
+                    if r.type == "aws:ec2/subnet:Subnet" and not r.name.startswith("web-lb-")}
+    cidrs = [ipaddress.ip_network(s.inputs["cidrBlock"]) for s in subnets]
+    assert not any(a.overlaps(b) for i, a in enumerate(cidrs) for b in cidrs[i + 1:])
+    assert not any(c.overlaps(ipaddress.ip_network(h)) for c in cidrs for h in host_subnets)
+
+
+def test_growing_the_application_tier_adds_a_balancer_subnet_and_moves_none():
+    before = with_names("aws-maximal")
+    after = with_names("aws-maximal", roles={"application": {"count": 3}})
+    lb = lambda r: {s.name: s.inputs for s in r.registrations if s.type == "aws:ec2/subnet:Subnet" and s.name.startswith("web-lb-")}
+    assert set(lb(after)) - set(lb(before)) == {"web-lb-subnet-eu-central-1c"}
+    for name, inputs in lb(before).items():
+        assert lb(after)[name] == inputs, name

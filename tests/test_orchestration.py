@@ -9,8 +9,9 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
-from core.bootstrap import CLOUD_INIT_DIR
+from core.bootstrap import CLOUD_INIT_DIR, decode_user_data
 from core.orchestration import plan_steps
 from core.plan import plan_hosts
 from core.roles import Role
@@ -193,8 +194,27 @@ def test_bastion_reaches_hosts_on_their_private_ips():
 def test_orchestrate_false_runs_nothing_over_ssh():
     result = run_stack_file("aws-maximal", {"orchestrate": False})
     assert not result.of_type(COMMAND)
-    assert not result.of_type("index/privateKey:PrivateKey")
     assert "readiness" not in result.outputs and "masterAccount" not in result.outputs
+    # no operator key handed to the hosts: nothing is meant to log in with it
+    stack_keys = stack_config("aws-maximal")["kazoo:sshPublicKeys"]
+    for server in result.of_type("aws:ec2/instance:Instance"):
+        config = yaml.safe_load(decode_user_data(server.inputs["userDataBase64"]))
+        [ops] = [u for u in config["users"] if isinstance(u, dict)]
+        assert ops["ssh_authorized_keys"] == stack_keys, server.name
+        assert config["ssh_keys"]["ed25519_public"].startswith("ssh-ed25519 ")  # pinned all the same
+
+
+def test_switching_orchestration_off_and_on_keeps_the_keys_hosts_were_given():
+    """Review 3, B3: the host keys and the operator key were made only with `orchestrate` on, so a
+    run with it off deleted them and the next run with it on made new ones: every running host then
+    refused `pulumi up` (another host key, an operator key it never got)."""
+    on = run_stack_file("aws-maximal")
+    off = run_stack_file("aws-maximal", {"orchestrate": False})
+    keys = lambda r: {k.urn for k in r.of_type("tls:index/privateKey:PrivateKey")}
+    assert keys(on) and keys(on) == keys(off)
+    assert {k.name for k in off.of_type("tls:index/privateKey:PrivateKey")} >= {"orchestration-ssh", "media1-ssh-host-key"}
+    passwords = lambda r: {p.urn for p in r.of_type("random:index/randomPassword:RandomPassword")}
+    assert passwords(on) == passwords(off)  # the master password too
 
 
 def test_skipped_components_have_no_steps():

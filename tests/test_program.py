@@ -186,3 +186,17 @@ def test_preview_registers_what_up_registers(results, stack):
     """`pulumi preview` runs the same program with values still unknown: nothing may depend on them."""
     preview = run_stack_file(stack, preview=True)
     assert {r.urn for r in preview.registrations} == results[stack].urns
+
+
+@pytest.mark.parametrize("cloud", ["hetzner", "aws"])
+def test_proxies_boot_the_proxy_image(cloud):
+    """Review 3, A4: `roles.proxy.image: debian-13` reached the boot test but no seam: proxies launched
+    Debian 12, where apt ignores the 6.0 pin and installs Kamailio 5.6 (too old for the tree)."""
+    result = run_stack_file(f"{cloud}-maximal", {"roles": {"proxy": {"image": "debian-13"}},
+                                                  "sources": {"kamailio": {"repo": "debian", "version": "6.0.*"}}})
+    token, key = {"hetzner": ("hcloud:index/server:Server", "image"), "aws": ("aws:ec2/instance:Instance", "ami")}[cloud]
+    images = {r.name: r.inputs[key] for r in result.registrations if r.type == token}
+    want = {"hetzner": ("debian-13", "debian-12"), "aws": ("ami-0debian13mock", "ami-0debian12mock")}[cloud]
+    assert {n for n in images if n.startswith("proxy")} == {"proxy1", "proxy2"}
+    for name, image in images.items():
+        assert image == (want[0] if name.startswith("proxy") else want[1]), (name, image)

@@ -76,12 +76,18 @@ class Mocks(pulumi.runtime.Mocks):
     """Plausible ids and addresses, derived from each resource's type and name so that two runs of
     the program (before and after a config change) agree on everything they share."""
 
+    def __init__(self):
+        self.regions: dict[str, str] = {}  # AWS provider id -> its region
+
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         n = zlib.crc32(f"{args.typ}::{args.name}".encode())
         ip = f"{n % 223 + 1}.{n >> 8 & 255}.{n >> 16 & 255}.{n >> 24 % 254 + 1}"
         state = dict(args.inputs)
         typ = args.typ
-        if typ.startswith("hcloud:"):
+        if typ == "pulumi:providers:aws":
+            rid = f"aws-provider-{n:08x}"
+            self.regions[rid] = args.inputs.get("region")
+        elif typ.startswith("hcloud:"):
             rid = str(n % 10**8)
             if typ == "hcloud:index/primaryIp:PrimaryIp":
                 state["ipAddress"] = ip
@@ -146,15 +152,25 @@ class Mocks(pulumi.runtime.Mocks):
         return rid, state
 
     def call(self, args: pulumi.runtime.MockCallArgs):
+        if args.token.startswith("aws:"):
+            # the default provider has no region unless aws:region or AWS_REGION is set, and then
+            # fails the lookup ("unable to find a configured AWS Region", pulumi/pulumi-aws#2084):
+            # every AWS lookup goes through the stack's explicit provider, which names its region
+            region = self.regions.get(args.provider.rsplit("::", 1)[-1]) if args.provider else None
+            if region is None:
+                raise Exception(f"{args.token}: invoked on the default AWS provider, which has no region")
         if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             # as AWS answers for ap-northeast-1: zone letters are not always a, b, c
-            region = args.args.get("region", "eu-central-1")
             letters = "acd" if region == "ap-northeast-1" else "abc"
             return {"names": [f"{region}{x}" for x in letters], "zoneIds": [], "id": region}
         if args.token == "aws:route53/getZone:getZone":
             return {"zoneId": "Z0MOCKZONE", "name": args.args.get("name"), "id": "Z0MOCKZONE"}
         if args.token == "aws:ec2/getAmi:getAmi":
-            return {"id": "ami-0debian12mock", "imageId": "ami-0debian12mock", "name": "debian-12-amd64-mock"}
+            # Debian's newest image of the release the name filter asks for (debian-12-amd64-*)
+            wanted = next(f["values"][0] for f in args.args.get("filters", []) if f.get("name") == "name")
+            release = wanted.split("-")[1]
+            ami = f"ami-0debian{release}mock"
+            return {"id": ami, "imageId": ami, "name": f"debian-{release}-amd64-mock"}
         return {}
 
 

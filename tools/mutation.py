@@ -156,6 +156,20 @@ MUTANTS = [
            ("tests/test_inputs.py", "tests/test_settings.py", "tests/test_names.py")),
     Mutant("volume-unprotected", "components/clouds/base.py", "protect=mode is ScaleDown.PROTECT,", "protect=False,",
            ("tests/test_lifecycle.py", "tests/test_program.py", "tests/test_policy.py")),
+    # review 3: what a real engine and the providers would have refused or done wrong
+    Mutant("undo-step-create-first", "components/orchestration.py", "delete_before_replace=step.delete is not None,",
+           "delete_before_replace=False,", ("tests/test_lifecycle.py",)),
+    Mutant("connection-wholly-ignored", "components/orchestration.py", "ignore_changes=IGNORED_CONNECTION_INPUTS,",
+           'ignore_changes=["connection"],', ("tests/test_lifecycle.py",)),
+    Mutant("naptr-on-hetzner", C + "names.py", "        if settings.cloud is not Cloud.HETZNER:\n",
+           "        if True:\n", ("tests/test_names.py",)),
+    Mutant("proxy-image-ignored", "components/clouds/hetzner.py", "image=self.image_of(host),",
+           "image=self.settings.image,", ("tests/test_program.py::test_proxies_boot_the_proxy_image",)),
+    Mutant("security-group-quota-unchecked", C + "firewall.py", "if total > AWS_INBOUND_RULES_PER_GROUP:",
+           "if False:", ("tests/test_inputs.py",)),
+    Mutant("lb-in-first-zones-only", C + "plan.py",
+           "wanted: list[Optional[str]] = list(dict.fromkeys(h.zone for h in hosts if h.carries(Role.APPLICATION)))",
+           "wanted: list[Optional[str]] = list(settings.zones[:1])", ("tests/test_names.py",)),
 ]
 
 

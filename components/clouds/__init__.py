@@ -18,15 +18,4 @@ def seam_for(settings: Settings, stack: str) -> CloudSeam:
     return AwsSeam(settings, stack)
 
 
-def with_cloud_defaults(settings: Settings) -> Settings:
-    """Settings whose defaults the cloud itself decides, filled in before planning: on AWS without
-    `aws.zones`, the region's real zones (an invoke, which registers no resource)."""
-    if settings.cloud is Cloud.AWS and settings.aws.zones is None:
-        from components.clouds.aws import region_zones
-
-        zones = region_zones(settings.aws.region)
-        return settings.model_copy(update={"aws": settings.aws.model_copy(update={"zones": zones})})
-    return settings
-
-
-__all__ = ["CloudSeam", "NetworkRefs", "ServerRefs", "seam_for", "with_cloud_defaults"]
+__all__ = ["CloudSeam", "NetworkRefs", "ServerRefs", "seam_for"]

@@ -18,21 +18,13 @@ from core.firewall import FIREWALL_ROLE_LABEL, Rule
 from core.names import TTL
 from core.plan import Host, Plan
 from core.roles import ALL_ROLES, Role
+from core.settings import Settings
 
 DEBIAN_OWNER = "136693071363"  # Debian's official AWS account
 # Elastic IPs per region an account gets by default (Service Quotas: ec2 L-0263D0A3).
 DEFAULT_EIP_QUOTA = 5
 
 
-def region_zones(region: str) -> list[str]:
-    """The region's first three availability zones that need no opt-in, as this account names them
-    (zone letters differ between regions and accounts: ap-northeast-1 has no 1b, for one)."""
-    found = aws.get_availability_zones(
-        region=region,
-        state="available",
-        filters=[aws.GetAvailabilityZonesFilterArgs(name="opt-in-status", values=["opt-in-not-required"])],
-    )
-    return sorted(found.names)[:3]
 DEBIAN_IMAGES = {"debian-12": "debian-12-amd64-*", "debian-13": "debian-13-amd64-*"}
 ROOT_VOLUME_GB = 40
 DATA_DEVICE = "/dev/sdf"
@@ -42,32 +34,64 @@ class AwsSeam(CloudSeam):
     def __init__(self, settings, stack):
         super().__init__(settings, stack)
         self._provider: Optional[aws.Provider] = None
-        self._ami: Optional[pulumi.Output[str]] = None
+        self._amis: dict[str, pulumi.Output[str]] = {}
         self._zone: Optional[pulumi.Output[str]] = None
+        self._zones: Optional[list[str]] = None
 
-    # One explicit provider, so the stack's region is the one in kazoo:aws.region.
-    def opts(self, parent, **kwargs) -> pulumi.ResourceOptions:
+    # One explicit provider, so the stack's region is the one in kazoo:aws.region: resources and
+    # lookups alike (the default provider would need aws:region or AWS_REGION besides).
+    def provider(self) -> aws.Provider:
         if self._provider is None:
             self._provider = aws.Provider(
                 "aws",
                 region=self.settings.aws.region,
                 default_tags=aws.ProviderDefaultTagsArgs(tags=self.labels()),
             )
-        return pulumi.ResourceOptions(parent=parent, provider=self._provider, **kwargs)
+        return self._provider
+
+    def opts(self, parent, **kwargs) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions(parent=parent, provider=self.provider(), **kwargs)
+
+    def invoke_opts(self) -> pulumi.InvokeOptions:
+        return pulumi.InvokeOptions(provider=self.provider())
+
+    def _region_zones(self) -> list[str]:
+        """The region's availability zones that need no opt-in, as this account names them (zone
+        letters differ between regions and accounts: ap-northeast-1 has no 1b, for one)."""
+        if self._zones is None:
+            found = aws.get_availability_zones(
+                state="available",
+                filters=[aws.GetAvailabilityZonesFilterArgs(name="opt-in-status", values=["opt-in-not-required"])],
+                opts=self.invoke_opts(),
+            )
+            self._zones = sorted(found.names)
+        return self._zones
+
+    def with_cloud_defaults(self) -> Settings:
+        """Without aws.zones: the region's first three real zones."""
+        if self.settings.aws.zones is None:
+            zones = self._region_zones()[:3]
+            self.settings = self.settings.model_copy(
+                update={"aws": self.settings.aws.model_copy(update={"zones": zones})})
+        return self.settings
+
+    def _another_zone(self, plan: Plan) -> str:
+        """A zone of the region the plan does not use (the load balancer's second)."""
+        used = set(plan.subnets)
+        return next(z for z in self._region_zones() if z not in used)
 
     def tags(self, name: str, roles: tuple[Role, ...] = ()) -> dict[str, str]:
         return {"Name": name, **self.labels(roles)}
 
-    def ami(self, parent) -> pulumi.Output[str]:
-        """A pinned AMI id, or a lookup of Debian's own images whose result is exported.
+    def ami(self, image: str, parent) -> pulumi.Output[str]:
+        """A pinned AMI id, or a lookup of Debian's own images (one per image name).
 
         Running instances ignore later lookups (ignore_changes on ami), so a newer image reaches only
         new hosts and shows in the `image` output instead of silently replacing servers.
         """
-        image = self.settings.image
         if image.startswith("ami-"):
             return pulumi.Output.from_input(image)
-        if self._ami is None:
+        if image not in self._amis:
             found = aws.ec2.get_ami_output(
                 owners=[DEBIAN_OWNER],
                 most_recent=True,
@@ -75,10 +99,10 @@ class AwsSeam(CloudSeam):
                     aws.ec2.GetAmiFilterArgs(name="name", values=[DEBIAN_IMAGES.get(image, image)]),
                     aws.ec2.GetAmiFilterArgs(name="architecture", values=["x86_64"]),
                 ],
-                opts=pulumi.InvokeOptions(provider=self.opts(parent).provider),
+                opts=self.invoke_opts(),
             )
-            self._ami = found.id
-        return self._ami
+            self._amis[image] = found.id
+        return self._amis[image]
 
     def network(self, plan: Plan, parent) -> NetworkRefs:
         eips = sum(1 for h in plan.hosts if h.stable_public_ip)
@@ -220,7 +244,7 @@ class AwsSeam(CloudSeam):
         groups = [network.security_groups[role].id for role in host.roles]
         instance = aws.ec2.Instance(
             host.name,
-            ami=self.ami(parent),
+            ami=self.ami(self.image_of(host), parent),
             instance_type=host.size,
             availability_zone=host.zone,
             subnet_id=network.subnet_ids[host.zone],
@@ -275,7 +299,7 @@ class AwsSeam(CloudSeam):
 
     def _zone_id(self, zone: str) -> pulumi.Output[str]:
         if self._zone is None:
-            self._zone = aws.route53.get_zone_output(name=zone, private_zone=False).zone_id
+            self._zone = aws.route53.get_zone_output(name=zone, private_zone=False, opts=self.invoke_opts()).zone_id
         return self._zone
 
     def dns_address(self, zone, fqdn, address, key, parent) -> pulumi.Resource:
@@ -313,24 +337,19 @@ class AwsSeam(CloudSeam):
         """An application load balancer in two subnets of its own (an ALB spans two zones), admitting
         apiCidrs on 443, an ACM certificate for the names validated in Route53, crossbar (and
         Monster UI by name) as health-checked target groups of every application host."""
-        region = self.settings.aws.region
-        zones = aws.get_availability_zones_output(
-            region=region, state="available",
-            filters=[aws.GetAvailabilityZonesFilterArgs(name="opt-in-status", values=["opt-in-not-required"])],
-            opts=pulumi.InvokeOptions(provider=self.opts(parent).provider),
-        ).names
         subnets = []
-        for i, cidr in enumerate(plan.load_balancer_cidrs):
+        for zone, cidr in plan.load_balancer_subnets:
+            key = zone or "region"
             subnet = aws.ec2.Subnet(
-                f"web-lb-subnet-{i + 1}",
+                f"web-lb-subnet-{key}",
                 vpc_id=network.network_id,
                 cidr_block=cidr,
-                availability_zone=zones.apply(lambda names, i=i: sorted(names)[i]),
-                tags=self.tags(f"kazoo-{self.stack}-web-lb-{i + 1}"),
+                availability_zone=zone or self._another_zone(plan),
+                tags=self.tags(f"kazoo-{self.stack}-web-lb-{key}"),
                 opts=self.opts(parent),
             )
             aws.ec2.RouteTableAssociation(
-                f"web-lb-subnet-{i + 1}", subnet_id=subnet.id, route_table_id=network.route_table_id,
+                f"web-lb-subnet-{key}", subnet_id=subnet.id, route_table_id=network.route_table_id,
                 opts=self.opts(parent),
             )
             subnets.append(subnet)

@@ -61,6 +61,14 @@ class CloudSeam(ABC):
         self.settings = settings
         self.stack = stack
 
+    def with_cloud_defaults(self) -> Settings:
+        """The settings with what the cloud itself decides filled in (AWS: the region's zones)."""
+        return self.settings
+
+    def image_of(self, host: Host) -> str:
+        """The image a host boots: a proxy of its own may run roles.proxy.image (Debian 13's Kamailio)."""
+        return self.settings.image_of(host.roles[0] if len(host.roles) == 1 else None)
+
     def labels(self, roles: tuple[Role, ...] = ()) -> dict[str, str]:
         """Hetzner labels / AWS tags: the stack, and kazoo-role-<role>: "true" per role carried."""
         labels = {"kazoo-stack": self.stack}

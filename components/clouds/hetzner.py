@@ -7,6 +7,7 @@ from the same matrix (cloud-init/).
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from typing import Optional
 
@@ -103,7 +104,8 @@ class HetznerSeam(CloudSeam):
             name=f"{host.fqdn}-ipv4",
             type="ipv4",
             location=host.zone,
-            assignee_type="server",
+            # no assignee_type: only with an assignee_id (the server's public_nets assign it); the
+            # provider warns otherwise (terraform-provider-hcloud internal/primaryip/resource.go)
             auto_delete=False,  # the address outlives the server: carriers whitelist it
             delete_protection=self.cloud_delete_protection,
             labels=self.lasting_labels(host.roles),
@@ -134,7 +136,7 @@ class HetznerSeam(CloudSeam):
             host.name,
             name=host.fqdn,
             server_type=host.size,
-            image=self.settings.image,
+            image=self.image_of(host),
             location=host.zone,
             labels=self.labels(host.roles),
             user_data=user_data.apply(lambda text: encode_user_data(text, "hetzner")),
@@ -234,10 +236,14 @@ class HetznerSeam(CloudSeam):
             ip=plan.load_balancer_cidrs[0].split("/")[0],
             opts=self.opts(parent, depends_on=network.subnet_resources),
         )
+        domains = [n for n in (names.api, names.ui) if n]
         certificate = hcloud.ManagedCertificate(
             "web-certificate",
-            name=f"kazoo-{self.stack}-web",
-            domain_names=[n for n in (names.api, names.ui) if n],
+            # New names (Monster UI added) replace the certificate, created before the old one goes
+            # (that one is still in use by the 443 service); names are unique per project, so the name
+            # carries its domains (terraform-provider-hcloud docs/resources/managed_certificate.md).
+            name=f"kazoo-{self.stack}-web-{hashlib.sha256(' '.join(domains).encode()).hexdigest()[:8]}",
+            domain_names=domains,
             labels=self.labels(),
             opts=self.opts(parent),
         )
