@@ -174,6 +174,12 @@ def couchdb_admin_hash(password: str, salt_secret: str) -> str:
     return f"-pbkdf2:sha256-{key.hex()},{salt},{COUCHDB_PBKDF2_ITERATIONS}"
 
 
+# The SIP domain's certificate and key. With the orchestration on they travel in its push only: a
+# chain and its key are ~3 KB nobody can compress, and a host carrying every role has no such room
+# left in AWS's 16 KB of user-data. The proxy boots with a throwaway self-signed pair in their place
+# (install-proxy.sh) and the push, minutes later, reloads the real one in place (tls.reload).
+SIP_TLS_FILES = ("/etc/kazoo/kamailio/certs/cert.pem", "/etc/kazoo/kamailio/certs/key.pem")
+
 # The cloud's metadata service: after the bootstrap only root may reach it (user-data holds secrets).
 METADATA_ADDRESSES = {Cloud.AWS: ("169.254.169.254", "fd00:ec2::254"), Cloud.HETZNER: ("169.254.169.254",)}
 
@@ -184,8 +190,8 @@ def file_specs(ctx: HostContext) -> list[tuple[str, str, str]]:
     if ctx.host.carries(Role.APPLICATION) and ctx.settings.sources.monster_ui is not None:
         specs.append(("nginx-monster-ui.conf.j2", "/etc/nginx/sites-enabled/monster-ui.conf", "0644", None))
     if ctx.host.carries(Role.PROXY) and ctx.settings.sip.tls:  # where the tree's tls.cfg looks
-        specs += [("kamailio-tls-certificate.j2", "/etc/kazoo/kamailio/certs/cert.pem", "0644", C.KAMAILIO),
-                  ("kamailio-tls-key.j2", "/etc/kazoo/kamailio/certs/key.pem", "0640", C.KAMAILIO)]
+        specs += [("kamailio-tls-certificate.j2", SIP_TLS_FILES[0], "0644", C.KAMAILIO),
+                  ("kamailio-tls-key.j2", SIP_TLS_FILES[1], "0640", C.KAMAILIO)]
     seen, kept = set(), []
     for template, path, mode, component in COMMON_FILES + specs:
         if path in seen or (component is not None and not ctx.settings.installs(component)):
@@ -274,6 +280,8 @@ def config_digest(ctx: HostContext) -> str:
 def cloud_config(ctx: HostContext) -> dict:
     host = ctx.host
     rendered = rendered_files(ctx)
+    if ctx.settings.orchestrate:
+        rendered = {path: file for path, file in rendered.items() if path not in SIP_TLS_FILES}
     files = [
         {"path": "/etc/hosts", "content": rendered["/etc/hosts"][0], "permissions": "0644"},
         {

@@ -55,9 +55,15 @@ def _private(cidr: str) -> bool:
     return any(net.version == p.version and net.subnet_of(p) for p in PRIVATE_RANGES)
 
 
+# AWS takes IP protocol numbers as well as names ("6" is tcp): read both the same way.
+PROTOCOL_NUMBERS = {"1": "icmp", "6": "tcp", "17": "udp", "58": "icmp"}  # 58: ICMPv6
+
+
 def _protocol(value: Any) -> str:
-    value = str(value).lower()
-    return "all" if value in ("-1", "all", "any") else value
+    value = str(value).strip().lower()
+    if value in ("-1", "all", "any"):
+        return "all"
+    return PROTOCOL_NUMBERS.get(value, "icmp" if value == "icmpv6" else value)
 
 
 def _ports(low: Any, high: Any, protocol: str) -> tuple[int, int]:
@@ -124,10 +130,15 @@ def _no_internal_port_from_internet(args: ResourceValidationArgs, report: Report
                        "network may reach it")
 
 
+# Without a policy config (a bare `--policy-pack policy`): SSH never from a range wider than these.
+NO_CONFIG_SSH_PREFIX = {4: 16, 6: 48}
+
+
 def _ssh_only_from_admin_cidrs(args: ResourceValidationArgs, report: ReportViolation) -> None:
     config = args.get_config()
     # the admins, and the bastion `pulumi up` jumps through (the stack's ssh.bastion)
-    admin = [ipaddress.ip_network(c) for c in [*(config.get("adminCidrs") or []), *(config.get("bastionCidrs") or [])]]
+    admin = [ipaddress.ip_network(c, strict=False)
+             for c in [*(config.get("adminCidrs") or []), *(config.get("bastionCidrs") or [])]]
     for rule in ingress_rules(args.resource_type, args.props):
         if not rule.covers(22, 22, protocol="tcp"):
             continue
@@ -136,7 +147,7 @@ def _ssh_only_from_admin_cidrs(args: ResourceValidationArgs, report: ReportViola
             if admin:
                 if not any(net.version == a.version and net.subnet_of(a) for a in admin):
                     report(f"SSH open to {cidr}, outside adminCidrs ({', '.join(map(str, admin))})")
-            elif net.prefixlen < 16:
+            elif net.prefixlen < NO_CONFIG_SSH_PREFIX[net.version]:
                 report(f"SSH open to {cidr}: open it to the admins' CIDRs only (set adminCidrs in the policy config)")
 
 

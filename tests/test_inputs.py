@@ -71,6 +71,9 @@ REFUSED = [
     (HETZNER, {"image": "ubuntu-24.04"}, "kazoo:image"),
     (HETZNER, {"image": "debian-13"}, "kazoo:image"),
     (AWS, {"image": "ami-$(id)"}, "kazoo:image"),
+    # review 5, B3: a Xen type shows the CouchDB volume as /dev/xvdf, without the NVMe name looked for
+    (AWS, {"roles": {"database": {"size": "m4.large"}}}, "kazoo:roles.database.size"),
+    (AWS, {"layout": "dual", "combinedSize": "t2.xlarge"}, "kazoo:combinedSize"),
     (HETZNER, {"roles": {"media": {"image": "debian-13"}}}, "kazoo:roles.media.image"),
     (HETZNER, {"roles": {"proxy": {"image": "debian-13"}}}, "kazoo:sources.kamailio.repo"),
     # trust that is too wide
@@ -234,3 +237,22 @@ def test_a_stack_name_that_cannot_label_resources_is_refused(stack):
 
 def test_a_long_stack_name_that_fits_is_accepted():
     assert run_program(stack_config("hetzner-single"), stack="p" * 63).outputs["hosts"]
+
+
+@pytest.mark.parametrize("layout", ["single", "dual"])
+def test_no_room_for_the_sip_certificate_is_refused_before_any_resource(layout, tmp_path, monkeypatch):
+    """Review 5, B1: without the orchestration the certificate can only travel in user-data, and an
+    AWS host carrying every role has no room for it: refused with one line, not midway through
+    `pulumi up` (16.9 KB measured, tests/test_names.py shows the other cases fit)."""
+    from tls_ca import ThrowawayCA
+
+    certificate, key = ThrowawayCA(tmp_path).issue(f"{layout}.aws.voip.example.com", 5)
+    registered = []
+    original = RecordingMonitor.RegisterResource
+    monkeypatch.setattr(RecordingMonitor, "RegisterResource",
+                        lambda self, request: (registered.append(request.type), original(self, request))[1])
+    base = config_from_stack_file(STACKS / f"Pulumi.aws-{layout}.yaml")
+    message = run_refused(base, {"sip": {"tls": True}, "sipTlsCertificate": certificate, "orchestrate": False},
+                          secrets={"kazoo:sipTlsKey": key})
+    assert message.startswith("kazoo:sip.tls: with orchestrate false") and "\n" not in message
+    assert [t for t in registered if t != "pulumi:pulumi:Stack"] == []

@@ -204,3 +204,38 @@ def test_growing_the_application_tier_adds_a_balancer_subnet_and_moves_none():
     assert set(lb(after)) - set(lb(before)) == {"web-lb-subnet-eu-central-1c"}
     for name, inputs in lb(before).items():
         assert lb(after)[name] == inputs, name
+
+
+@pytest.mark.parametrize("stack, orchestrate", [("aws-dual", True), ("aws-maximal", False), ("hetzner-dual", False)])
+def test_the_sip_certificate_travels_where_it_fits(stack, orchestrate, tmp_path):
+    """Review 5, B1: a chain and its key (~3 KB nobody can compress) took an AWS host carrying every
+    role over its 16 KB of user-data, and `pulumi up` failed midway. With the orchestration on they
+    travel in its push only (the proxy boots with a throwaway pair: the boot test); without it, in
+    the user-data, as nothing else would bring them."""
+    from core.bootstrap import decode_user_data
+
+    cloud, layout = stack.split("-")
+    certificate, key = ThrowawayCA(tmp_path).issue(f"{layout}.{cloud}.voip.example.com", 5)
+    result = run_stack_file(stack, {"dns": {"zone": zone_of(stack)}, **WORLD, "sip": {"tls": True},
+                                    "sipTlsCertificate": certificate, "sipTlsKey": key, "orchestrate": orchestrate})
+    body = key.strip().splitlines()[1]
+    proxies = {n for n, h in result.outputs["hosts"].items() if "proxy" in h["roles"]}
+    servers = [r for r in result.registrations if r.type in ("aws:ec2/instance:Instance", "hcloud:index/server:Server")]
+    for server in servers:
+        user_data = decode_user_data(server.inputs.get("userDataBase64") or server.inputs["userData"])  # it fits
+        carried = not orchestrate and server.name in proxies
+        assert (body in user_data) is carried, server.name
+        assert ("/etc/kazoo/kamailio/certs/cert.pem" in user_data) is carried, server.name
+    if orchestrate:
+        pushes = [r for r in result.registrations if r.type == "command:remote:Command" and r.name.startswith("config-")]
+        assert pushes and all(body in bundle_text(p.inputs["stdin"]) for p in pushes)
+
+
+def bundle_text(encoded: str) -> str:
+    import base64
+    import gzip
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(base64.b64decode(encoded)))) as tar:
+        return "\n".join(tar.extractfile(m).read().decode() for m in tar.getmembers() if m.isfile())

@@ -1,5 +1,6 @@
 """The policy pack, offline: each policy's validate() called with resource properties, as the engine
-would send them. Every example stack passes; each policy catches what it is there for."""
+would send them. Every example stack passes; each policy catches what it is there for. And once for
+real: the pack started the way the CLI starts it, driven over gRPC as the engine drives it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs
 
 from core.bootstrap import encode_user_data
-from harness import STACKS, config_from_stack_file, run_stack_file
+from harness import ROOT, STACKS, config_from_stack_file, run_stack_file
 from policy.kazoo_policies import ALL_POLICIES
 
 POLICIES = {p.name: p for p in ALL_POLICIES}
@@ -134,7 +135,7 @@ def test_the_pack_entrypoint_builds_the_pack_from_any_directory(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if "policy" not in p])
     monkeypatch.delitem(sys.modules, "kazoo_policies", raising=False)
-    runpy.run_path(str(STACKS.parent / "policy" / "__main__.py"), run_name="__main__")
+    runpy.run_path(str(ROOT / "policy" / "__main__.py"), run_name="__main__")
     assert built["name"] == "kazoo"
     assert [p.name for p in built["policies"]] == list(POLICIES)
 
@@ -167,3 +168,134 @@ def test_ssh_from_the_bastion_passes_with_the_pack_told_of_it():
     assert violations(name, AWS_RULE, rule, config={"adminCidrs": ["203.0.113.0/24"]})
     assert violations(name, AWS_RULE, rule, config={"adminCidrs": ["203.0.113.0/24"],
                                                      "bastionCidrs": ["198.51.100.9/32"]}) == []
+
+
+def test_protocol_numbers_read_as_their_names():
+    """AWS takes "6" for tcp and "17" for udp: a numbered rule gets no free pass (review C5)."""
+    assert violations("kazoo-no-internal-port-from-internet", AWS_RULE, aws_rule("database", 5984, "0.0.0.0/0", "6"))
+    assert violations("kazoo-sip-rtp-only-where-needed", AWS_RULE, aws_rule("application", 5060, "0.0.0.0/0", "17"))
+    assert violations("kazoo-ssh-only-from-admin-cidrs", AWS_RULE, aws_rule("proxy", 22, "0.0.0.0/0", "6"))
+    for icmp in ("1", "58", "icmpv6"):  # ICMP has no ports
+        assert violations("kazoo-no-internal-port-from-internet", AWS_RULE,
+                          {"ipProtocol": icmp, "fromPort": -1, "toPort": -1, "cidrIpv4": "0.0.0.0/0"}) == []
+
+
+def test_ssh_without_config_is_never_wider_than_a_v4_16_or_a_v6_48():
+    """The fallback when the pack has no config (review C6): a /17 of IPv6 is 2^111 addresses."""
+    name = "kazoo-ssh-only-from-admin-cidrs"
+    v6 = lambda cidr: {"ipProtocol": "tcp", "fromPort": 22, "toPort": 22, "cidrIpv6": cidr}  # noqa: E731
+    assert violations(name, AWS_RULE, v6("2001:db8::/17"))
+    assert violations(name, AWS_RULE, v6("2001:db8::/47"))
+    assert violations(name, AWS_RULE, v6("2001:db8:1::/48")) == []
+    assert violations(name, AWS_RULE, aws_rule("proxy", 22, "198.51.0.0/16")) == []
+    assert violations(name, AWS_RULE, aws_rule("proxy", 22, "198.0.0.0/15"))
+
+
+def test_the_pack_has_a_version():
+    """Without one the CLI reports the pack as kazoo@v0.0.1 (review C8)."""
+    import re
+
+    import yaml
+
+    project = yaml.safe_load((ROOT / "policy" / "PulumiPolicy.yaml").read_text())
+    assert re.fullmatch(r"\d+\.\d+\.\d+", str(project["version"]))
+
+
+# ----- the pack over gRPC, as the CLI runs it -----------------------------------------------------
+
+UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # the engine's sentinel for a value not known in preview
+SECRET_SIG = "4dabf18193072939515e22adb298388d"
+SECRET = "1b47061264138c4ac30d75fd1eb44270"
+
+
+@pytest.fixture(scope="module")
+def analyzer(tmp_path_factory):
+    """`python -u -m pulumi.policy <engine> <pack>` from another directory, as the CLI's language host
+    starts a Python pack (PulumiPolicy.yaml's virtualenv is this .venv); it prints its port."""
+    import os
+    import subprocess
+    import sys
+
+    import grpc
+    from pulumi.runtime.proto import analyzer_pb2_grpc
+
+    env = {**os.environ, "PULUMI_PROJECT": "kazoo", "PULUMI_STACK": "test", "PULUMI_DRY_RUN": "true"}
+    server = subprocess.Popen([sys.executable, "-u", "-m", "pulumi.policy", "127.0.0.1:1", str(ROOT / "policy")],
+                              cwd=tmp_path_factory.mktemp("elsewhere"), env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        port = server.stdout.readline().decode().strip()
+        assert port.isdigit(), server.stderr.read().decode() if server.poll() is not None else port
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        grpc.channel_ready_future(channel).result(timeout=10)
+        yield analyzer_pb2_grpc.AnalyzerStub(channel)
+        channel.close()
+    finally:
+        server.kill()
+        server.wait()
+
+
+def analyze(stub, resource_type: str, props: dict, protect: bool = False) -> list[tuple[str, int, str]]:
+    from google.protobuf import struct_pb2
+    from pulumi.runtime.proto import analyzer_pb2
+
+    properties = struct_pb2.Struct()
+    properties.update(props)
+    reply = stub.Analyze(analyzer_pb2.AnalyzeRequest(
+        type=resource_type, properties=properties, urn=f"urn:pulumi:test::kazoo::{resource_type}::r", name="r",
+        options=analyzer_pb2.AnalyzerResourceOptions(protect=protect)), timeout=10)
+    return [(d.policyName, d.enforcementLevel, d.message) for d in reply.diagnostics]
+
+
+def configure(stub, config: dict) -> None:
+    from pulumi.runtime.proto import analyzer_pb2
+
+    request = analyzer_pb2.ConfigureAnalyzerRequest()
+    for policy, properties in config.items():
+        entry = analyzer_pb2.PolicyConfig(enforcementLevel=analyzer_pb2.MANDATORY)
+        entry.properties.update(properties)
+        request.policyConfig[policy].CopyFrom(entry)
+    stub.Configure(request, timeout=10)
+
+
+def test_the_pack_over_grpc(analyzer, tmp_path):
+    """One real round trip: the pack's name and policies, numbers as protobuf floats, secrets wrapped,
+    the policy config CI writes (.ci/stack-setup) through Configure, and unknowns in preview."""
+    import json
+    import os
+    import subprocess
+
+    from google.protobuf import empty_pb2
+    from pulumi.runtime.proto import analyzer_pb2
+
+    info = analyzer.GetAnalyzerInfo(empty_pb2.Empty(), timeout=10)
+    assert info.name == "kazoo"
+    assert [p.name for p in info.policies] == list(POLICIES)
+    assert {p.enforcementLevel for p in info.policies} == {analyzer_pb2.MANDATORY}
+
+    ssh = {"ipProtocol": "tcp", "fromPort": 22, "toPort": 22, "cidrIpv4": "198.51.100.0/24", "tags": {}}
+    # CouchDB open to the world, as protocol number 6: mandatory
+    found = analyze(analyzer, AWS_RULE, {"ipProtocol": "6", "fromPort": 5984, "toPort": 5984, "cidrIpv4": "0.0.0.0/0"})
+    assert [(p, level) for p, level, _ in found] == [("kazoo-no-internal-port-from-internet", analyzer_pb2.MANDATORY)]
+    # user data in clear behind a secret wrapper: the policy sees the plain value
+    found = analyze(analyzer, "hcloud:index/server:Server", {"userData": {SECRET_SIG: SECRET, "value": "#cloud-config\n"}})
+    assert [p for p, _, _ in found] == ["kazoo-user-data-not-in-clear"]
+    # an unknown input in preview: the policy cannot run and says so, advisory (README: Policy pack)
+    found = analyze(analyzer, AWS_RULE, {**ssh, "cidrIpv4": UNKNOWN})
+    assert found and {level for _, level, _ in found} == {analyzer_pb2.ADVISORY}
+    assert all("can't run policy" in message for _, _, message in found)
+
+    # SSH from a /24 that is not the admins': unconfigured, the /16 fallback lets it through ...
+    assert analyze(analyzer, AWS_RULE, ssh) == []
+    # ... configured from a stack file as CI does it, it is refused, and the admins' own passes
+    stack = tmp_path / "Pulumi.s.yaml"
+    stack.write_text(json.dumps({"config": {"kazoo:cloud": "aws", "kazoo:adminCidrs": ["203.0.113.0/24"]}}))
+    secrets = {"PULUMI_BACKEND_URL": "file:///srv/state", "PULUMI_CONFIG_PASSPHRASE": "p", "AWS_ROLE_ARN": "arn"}
+    done = subprocess.run([str(ROOT / ".ci" / "stack-setup"), str(stack), str(tmp_path / "policy.json")],
+                          capture_output=True, text=True, env={**os.environ, **secrets})
+    assert done.returncode == 0, done.stderr
+    configure(analyzer, json.loads((tmp_path / "policy.json").read_text()))
+    found = analyze(analyzer, AWS_RULE, ssh)
+    assert [(p, level) for p, level, _ in found] == [("kazoo-ssh-only-from-admin-cidrs", analyzer_pb2.MANDATORY)]
+    assert "outside adminCidrs" in found[0][2]
+    assert analyze(analyzer, AWS_RULE, {**ssh, "cidrIpv4": "203.0.113.0/25"}) == []

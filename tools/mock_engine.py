@@ -25,7 +25,7 @@ from pulumi.runtime.mocks import MockMonitor
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = ROOT / "__main__.py"
-STACKS = ROOT / "stacks"
+STACKS = ROOT / "stacks" / "examples"  # the example stack files (not stacks: outside stackConfigDir)
 SECRET_SIG = rpc._special_sig_key  # "4dabf18193072939515e22adb298388d"
 SECRET_VALUE = rpc._special_secret_sig
 

@@ -170,6 +170,13 @@ MUTANTS = [
     Mutant("lb-in-first-zones-only", C + "plan.py",
            "wanted: list[Optional[str]] = list(dict.fromkeys(h.zone for h in hosts if h.carries(Role.APPLICATION)))",
            "wanted: list[Optional[str]] = list(settings.zones[:1])", ("tests/test_names.py",)),
+    # review 5: what a real cloud would have refused
+    Mutant("sip-certificate-in-user-data", C + "bootstrap.py",
+           "    if ctx.settings.orchestrate:\n        rendered = {path: file for path, file in rendered.items() if path not in SIP_TLS_FILES}",
+           "    if False:\n        rendered = {}", ("tests/test_names.py",)),
+    Mutant("xen-database-accepted", C + "settings/model.py",
+           'if size and size.split(".")[0] in AWS_XEN_FAMILIES and size != "i3.metal":', "if False:",
+           ("tests/test_inputs.py",)),
 ]
 
 

@@ -1,6 +1,6 @@
 """The offline plan: what a stack would deploy, with no Pulumi CLI, no credentials and no cloud.
 
-    .venv/bin/python -m tools.plan stacks/Pulumi.aws-maximal.yaml [--out DIR] [--no-user-data]
+    .venv/bin/python -m tools.plan stacks/examples/Pulumi.aws-maximal.yaml [--out DIR] [--no-user-data]
 
 Runs the real program under the SDK's mocks, then prints, in a stable order: the hosts (roles, zone,
 private IP, FQDN, size), the firewall matrix, the resources `pulumi up` would register, the
@@ -130,7 +130,7 @@ def write_diagram(dot: str, out: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.plan", description=__doc__.split("\n\n")[0])
-    parser.add_argument("stack_file", type=Path, help="stacks/Pulumi.<stack>.yaml")
+    parser.add_argument("stack_file", type=Path, help="a stack file: stacks/Pulumi.<stack>.yaml or stacks/examples/Pulumi.<example>.yaml")
     parser.add_argument("--out", type=Path, help="directory for plan.txt and the layout diagram")
     parser.add_argument("--no-user-data", action="store_true", help="leave the rendered user-data out")
     args = parser.parse_args(argv)

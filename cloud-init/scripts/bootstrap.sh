@@ -10,7 +10,7 @@ log "bootstrap of $FQDN ($KAZOO_ROLES) started"
 
 wait_for_private_ip
 # netbase: /etc/protocols, which nft needs to read protocol names in the ruleset
-apt_install chrony nftables netbase curl ca-certificates gnupg
+apt_install chrony nftables netbase curl ca-certificates gnupg sudo  # sudo: the orchestration runs as ops with sudo
 # The host firewall first: nothing listens before the matrix is in force.
 "$BOOTSTRAP_DIR/configure.sh" firewall
 

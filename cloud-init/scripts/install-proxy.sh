@@ -42,6 +42,20 @@ mv "$staging/kamailio" "$TREE" && rm -rf "$staging" "$TREE.old"
 chmod -R go-w "$TREE"
 "$BOOTSTRAP_DIR/configure.sh" files  # this host's local.cfg and postgresql.conf into the tree
 
+# With TLS, the SIP domain's certificate arrives with the orchestration's first push (not in the
+# user-data: no room on AWS). Until then a throwaway self-signed pair lets Kamailio load tls.cfg and
+# start; the push replaces it and reloads it in place (configure.sh, tls.reload).
+if grep -q '^#!trydef TLS_ROLE' "$TREE/local.cfg" && [ ! -s "$TREE/certs/cert.pem" ]; then
+  command -v openssl >/dev/null || apt_install openssl
+  install -d -m 0755 "$TREE/certs"
+  ( umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+      -subj "/CN=$(hostname -f 2>/dev/null || hostname)" -keyout "$TREE/certs/key.pem" -out "$TREE/certs/cert.pem" 2>/dev/null ) \
+    || die "cannot make the placeholder TLS certificate"
+  chown root:kamailio "$TREE/certs/key.pem" && chmod 0640 "$TREE/certs/key.pem"
+  chmod 0644 "$TREE/certs/cert.pem"
+  log "kamailio: a placeholder TLS certificate until the orchestration pushes the SIP domain's"
+fi
+
 # default.cfg includes dispatcher-role-<major>.cfg (MAJOR from the running version). The 6.0 tree
 # has 5.1 to 5.6 and 6.0 (the last two identical), none for 5.7 or 5.8: give such a version the
 # newest one, whose dispatcher API is the same.

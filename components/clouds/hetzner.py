@@ -148,7 +148,10 @@ class HetznerSeam(CloudSeam):
                     ipv6_enabled=False,
                 )
             ],
-            # Attached at creation so the private interface exists when cloud-init runs.
+            # Attached by the provider right after the server is created and started (terraform-provider-
+            # hcloud internal/server/resource.go, resourceServerCreate): the private interface is hot-
+            # plugged while cloud-init runs, and Hetzner's images configure it (hc-utils); the bootstrap
+            # waits for the planned address (lib.sh wait_for_private_ip) before anything binds to it.
             networks=[
                 hcloud.ServerNetworkArgs(
                     network_id=_int(network.network_id), ip=host.private_ip, alias_ips=[]

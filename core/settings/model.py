@@ -284,6 +284,18 @@ class Settings(Model):
                         f"{NAMESPACE}:{key}: {size} is sold in Hetzner's EU locations only, not in "
                         f"{', '.join(self.hetzner.locations)} (use ccx* or cpx* there)"
                     )
+        if self.cloud is Cloud.AWS:
+            # The CouchDB volume is found by the NVMe name Nitro instances give EBS volumes (systemd's
+            # 60-persistent-storage.rules: nvme-Amazon_Elastic_Block_Store_vol...); Xen types show it as
+            # /dev/xvdf with no such link, and the bootstrap would wait for it in vain.
+            keys = [("combinedSize", self.combined_size)] if self.layout is not Layout.MAXIMAL else \
+                [("roles.database.size", self.roles.database.size)]
+            for key, size in keys:
+                if size and size.split(".")[0] in AWS_XEN_FAMILIES and size != "i3.metal":
+                    raise SettingsError(
+                        f"{NAMESPACE}:{key}: {size} is a Xen instance type: database hosts need a Nitro type "
+                        "(m6i, c6i, r6i, t3, ...), whose EBS volumes appear as NVMe devices"
+                    )
         for image_key, image in self.images_in_use():
             if self.cloud is Cloud.HETZNER and image.startswith("ami-"):
                 raise SettingsError(f"{NAMESPACE}:{image_key}: {image} is an AWS AMI, not a Hetzner image")
@@ -304,6 +316,14 @@ class Settings(Model):
             raise SettingsError(
                 f"{NAMESPACE}:sipTlsCertificate: sip.tls needs the SIP domain's certificate and key: "
                 "pulumi config set --secret kazoo:sipTlsCertificate/-Key < file.pem"
+            )
+        if self.sip.tls and not self.orchestrate and self.cloud is Cloud.AWS and self.layout is not Layout.MAXIMAL:
+            # Without the orchestration the certificate can only travel in user-data, and a host
+            # carrying every role has no room for it in AWS's 16 KB (measured: 16.9 KB with a one-
+            # certificate chain): refused here rather than midway through `pulumi up`.
+            raise SettingsError(
+                f"{NAMESPACE}:sip.tls: with orchestrate false the SIP certificate must travel in user-data, and an "
+                "AWS host carrying every role has no room left for it (16 KB): turn orchestrate on, or use maximal"
             )
         if self.image == "debian-13":
             raise SettingsError(
@@ -391,6 +411,13 @@ class Settings(Model):
     @property
     def zones(self) -> list[str]:
         return self.hetzner.locations if self.cloud is Cloud.HETZNER else self.aws.zone_names
+
+
+# Instance families on the Xen hypervisor: those not in AWS's "Instances built on the AWS Nitro
+# System" (docs.aws.amazon.com/AWSEC2/latest/UserGuide/instance-types.html#ec2-nitro-instances; as
+# cloudposse's DenyNonNitroInstances policy lists it), i3.metal excepted.
+AWS_XEN_FAMILIES = {"t1", "t2", "m1", "m2", "m3", "m4", "c1", "c3", "c4", "r3", "r4", "i2", "i3", "d2", "x1",
+                    "x1e", "h1", "g2", "g3", "g3s", "p2", "p3", "f1", "cc2", "cr1", "hs1"}
 
 
 def _covers_internet(cidrs: list[str]) -> bool:
