@@ -8,16 +8,8 @@ import pulumi
 import pulumi_random as random
 import pulumi_tls as tls
 
+from core.roles import SECRET_LENGTHS
 from core.settings import Settings
-
-# name -> length. Alphanumeric only: these land in INI, Erlang args, AMQP URIs and shell env files.
-SECRETS = {
-    "erlang_cookie": 48,  # Kazoo apps, ecallmgr and FreeSWITCH mod_kazoo
-    "couchdb_cookie": 48,  # the CouchDB cluster's Erlang cookie
-    "couchdb_password": 32,  # CouchDB admin "kazoo"
-    "rabbitmq_password": 32,  # RabbitMQ user "kazoo" on every broker
-    "kamailio_db_password": 32,  # role "kamailio" of the PostgreSQL beside each Kamailio
-}
 
 
 class KazooSecrets(pulumi.ComponentResource):
@@ -30,7 +22,7 @@ class KazooSecrets(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         self.values: dict[str, pulumi.Output[str]] = {
             key: random.RandomPassword(key.replace("_", "-"), length=length, special=False, opts=child).result
-            for key, length in SECRETS.items()
+            for key, length in SECRET_LENGTHS.items()
         }
 
         if settings.sip_tls_key is not None:  # the SIP domain's certificate key, given by the stack

@@ -16,7 +16,7 @@ from components.orchestration import Orchestration, OrchestrationArgs
 from components.secrets import KazooSecrets
 from components.sources import PinnedArchives
 from components.servers import ROLE_COMPONENTS, CombinedServers, ServersArgs
-from core.bootstrap import HostContext, config_bundle, config_digest, render_user_data
+from core.bootstrap import HostContext, check_user_data_fits, config_bundle, config_digest, render_user_data
 from core.firewall import check_aws_rule_quota, firewall_matrix, rules_for
 from core.orchestration import plan_steps
 from core.plan import Host, Plan, PlanError, plan_hosts
@@ -49,6 +49,7 @@ def load() -> tuple[Settings, Plan]:
         settings = load_settings(raw)
         plan = plan_hosts(settings)  # on AWS without aws.zones: <region>a, b, c until build() looks
         check_aws_rule_quota(settings, firewall_matrix(settings))
+        check_user_data_fits(settings, plan)
     except (SettingsError, PlanError) as err:
         raise pulumi.RunError(str(err)) from None
     secret_keys = set(runtime_config.get_config_secret_keys_env()) | set(runtime_config._SECRET_KEYS.get())

@@ -12,7 +12,10 @@ import functools
 import gzip
 import hashlib
 import io
+import os
+import secrets as secrets_module
 import shlex
+import string
 import tarfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,7 +29,7 @@ from core.firewall import ERLANG_DIST_PORTS, firewall_matrix, host_firewall
 from core.plan import Host, Plan
 from core.roles import Role, secrets_for
 from core.kamailio import kamailio_plan
-from core.settings import Cloud, Component, Settings
+from core.settings import NAMESPACE, Cloud, Component, Settings, SettingsError
 
 CLOUD_INIT_DIR = Path(__file__).resolve().parent.parent / "cloud-init"
 # Limits on what the cloud accepts: AWS counts the raw bytes before its own base64, Hetzner the string.
@@ -217,10 +220,15 @@ def compact(text: str) -> str:
     nft, haproxy, kamailio, cloud-init) on what hosts get."""
     lines = text.splitlines()
     kept = lines[:1]
+    shell = lines[:1] == ["#!/bin/bash"]
     for line in lines[1:]:
         bare = line.strip()
         if (bare.startswith("#") and not bare.startswith("#!")) or bare.startswith(";"):
             continue
+        if shell:  # a trailing "  # why" of a bash line, unless a quote could hold it
+            code, sep, note = line.partition("  # ")
+            if sep and not any(q in note for q in "'\"`$") and code.count("'") % 2 == 0 and code.count('"') % 2 == 0:
+                line = code.rstrip()
         if not bare and (not kept or not kept[-1].strip()):
             continue
         kept.append(line)
@@ -234,10 +242,31 @@ def cloud_init_file(relative: str) -> str:
     return compact((CLOUD_INIT_DIR / relative).read_text())
 
 
-def script_files(host: Host) -> dict[str, str]:
-    """The bootstrap scripts a host carries: {path on the host: text}."""
-    names = SCRIPTS + [name for role in host.roles for name in (f"install-{role.value}.sh", *ROLE_SCRIPTS.get(role, ()))]
+def script_files(host: Host, without: tuple[Role, ...] = ()) -> dict[str, str]:
+    """The bootstrap scripts a host carries: {path on the host: text}; those of `without` left out."""
+    names = SCRIPTS + [name for role in host.roles if role not in without
+                       for name in (f"install-{role.value}.sh", *ROLE_SCRIPTS.get(role, ()))]
     return {f"{BOOTSTRAP_DIR}/{name}": cloud_init_file(f"scripts/{name}") for name in names}
+
+
+def deferred_roles(ctx: HostContext) -> tuple[Role, ...]:
+    """Roles installed by the orchestration's first config push rather than at boot: FreeSWITCH on
+    an AWS host carrying every role. Its scripts and files (~4 KB compressed) do not fit beside the
+    rest in AWS's 16 KB of user-data; the push, minutes after boot, carries them, installs the role
+    and configures it as a first boot would (remote/apply-config.sh)."""
+    host = ctx.host
+    if ctx.settings.orchestrate and ctx.settings.cloud is Cloud.AWS and len(host.roles) > 1 and host.carries(Role.MEDIA):
+        return (Role.MEDIA,)
+    return ()
+
+
+def files_of_roles_only(ctx: HostContext, roles: tuple[Role, ...]) -> set[str]:
+    """Rendered paths that only `roles` use on this host (none shared with its other roles)."""
+    if not roles:
+        return set()
+    others = {path for role in ctx.host.roles if role not in roles for _, path, _, _ in ROLE_FILES[role]}
+    others |= {path for _, path, _, _ in COMMON_FILES}
+    return {path for role in roles for _, path, _, _ in ROLE_FILES[role]} - others
 
 
 def bundle_files(ctx: HostContext) -> dict[str, tuple[str, int]]:
@@ -282,18 +311,27 @@ def cloud_config(ctx: HostContext) -> dict:
     rendered = rendered_files(ctx)
     if ctx.settings.orchestrate:
         rendered = {path: file for path, file in rendered.items() if path not in SIP_TLS_FILES}
+    deferred = deferred_roles(ctx)
+    later = files_of_roles_only(ctx, deferred)
+    rendered = {path: file for path, file in rendered.items() if path not in later}
+    # /etc/hosts grows with the plan (a line per host) and travels twice, in place and as the
+    # rendered copy configure.sh compares: side by side, within gzip's 32 KB window, the second copy
+    # costs a few bytes (apart, some 3 KB of AWS's 16 at 400 media hosts).
     files = [
         {"path": "/etc/hosts", "content": rendered["/etc/hosts"][0], "permissions": "0644"},
+        {"path": RENDERED_DIR + "/etc/hosts", "content": rendered["/etc/hosts"][0],
+         "permissions": rendered["/etc/hosts"][1]},
         {
             "path": "/etc/kazoo-bootstrap/host.env",
-            "content": render_template("host.env.j2", ctx),
+            "content": compact(render_template("host.env.j2", ctx, deferred=" ".join(r.value for r in deferred))),
             "permissions": "0600",
         },
     ]
-    files += [{"path": path, "content": text, "permissions": "0755"} for path, text in script_files(host).items()]
+    files += [{"path": path, "content": text, "permissions": "0755"}
+              for path, text in script_files(host, without=deferred).items()]
     files += [
         {"path": RENDERED_DIR + path, "content": content, "permissions": mode}
-        for path, (content, mode) in sorted(rendered.items())
+        for path, (content, mode) in sorted(rendered.items()) if path != "/etc/hosts"
     ]
     return {
         "hostname": host.name,
@@ -365,3 +403,50 @@ def _counted(packed: bytes, cloud: str) -> int:
 
 def decode_user_data(encoded: str) -> str:
     return gzip.decompress(base64.b64decode(encoded)).decode()
+
+
+# A device path as long as the cloud's (AWS: the volume id without its dash; Hetzner: its number).
+_DEVICE_PLACEHOLDER = {Cloud.AWS: "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol0123456789abcdef0",
+                       Cloud.HETZNER: "/dev/disk/by-id/scsi-0HC_Volume_123456789"}
+
+
+def check_user_data_fits(settings: Settings, plan: Plan) -> None:
+    """Refuse, before any resource, a stack whose user-data would not fit its cloud's limit (else
+    `pulumi up` fails midway, in the apply that encodes it). Each kind of host is rendered once, the
+    last of its kind (the longest names), with random stand-ins of the real lengths for what is only
+    known later (secrets, SSH keys, archive hashes, addresses): random, so they compress no better
+    than the real ones."""
+    from core.roles import SECRET_LENGTHS
+
+    rng = secrets_module.SystemRandom()
+    alnum = string.ascii_letters + string.digits
+
+    def random_text(length: int, alphabet: str = alnum) -> str:
+        return "".join(rng.choice(alphabet) for _ in range(length))
+
+    def openssh_key() -> tuple[str, str]:
+        body = base64.b64encode(os.urandom(300)).decode()[:387]
+        private = "-----BEGIN OPENSSH PRIVATE KEY-----\n" + "\n".join(
+            body[i:i + 70] for i in range(0, len(body), 70)) + "\n-----END OPENSSH PRIVATE KEY-----\n"
+        return private, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI" + base64.b64encode(os.urandom(32)).decode()[:43]
+
+    stand_ins = {key: random_text(length) for key, length in SECRET_LENGTHS.items()}
+    if settings.sip_tls_key is not None:
+        stand_ins["sip_tls_key"] = settings.sip_tls_key.get_secret_value()
+    operator = (openssh_key()[1],) if settings.orchestrate and settings.ssh_private_key is None else ()
+    pins = {key: archive.sha256 or random_text(64, string.hexdigits[:16])
+            for key, archive in settings.archives_in_use().items()}
+    kinds = {host.roles: host for host in plan.hosts}  # the last host of each kind
+    cloud = settings.cloud.value
+    for host in kinds.values():
+        ctx = HostContext(host, plan, settings,
+                          public_ip="203.0.113.254" if host.stable_public_ip else None,
+                          secrets=stand_ins, operator_keys=operator, host_key=openssh_key(), archive_sha256=pins,
+                          data_device=_DEVICE_PLACEHOLDER[settings.cloud] if host.data_volume_gb else None)
+        try:
+            encode_user_data(render_user_data(ctx), cloud)
+        except ValueError as err:
+            raise SettingsError(
+                f"{NAMESPACE}:layout: the user-data of {host.name} would not fit: {err} (fewer or wider CIDR "
+                "ranges, orchestrate on, or the maximal layout: fewer roles per host)"
+            ) from None

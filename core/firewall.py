@@ -9,7 +9,7 @@ shared/reference/kazoo.md §1.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Union
 
 from core.roles import Role
@@ -206,7 +206,17 @@ def host_firewall(rules: list[Rule], plan, host) -> list[HostRow]:
         for family, sources in (("ip", v4), ("ip6", v6)):
             if sources:
                 rows.append(HostRow(family, sources, rule.protocol, rule.port_text, label))
-    return rows
+    # A host carrying several roles gets the same flow from several rules (SSH once per role, CouchDB
+    # from every peer role that shares the same hosts): one rule, its reasons joined.
+    merged: dict[tuple, HostRow] = {}
+    for row in rows:
+        key = (row.family, row.sources, row.protocol, row.ports)
+        if key in merged:
+            if row.comment not in merged[key].comment.split(", "):
+                merged[key] = replace(merged[key], comment=f"{merged[key].comment}, {row.comment}")
+        else:
+            merged[key] = row
+    return list(merged.values())
 
 
 # Inbound rules an AWS security group holds by default, IPv4 and IPv6 counted apart (Amazon VPC

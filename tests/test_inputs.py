@@ -256,3 +256,21 @@ def test_no_room_for_the_sip_certificate_is_refused_before_any_resource(layout, 
                           secrets={"kazoo:sipTlsKey": key})
     assert message.startswith("kazoo:sip.tls: with orchestrate false") and "\n" not in message
     assert [t for t in registered if t != "pulumi:pulumi:Stack"] == []
+
+
+def test_user_data_that_would_not_fit_is_refused_before_any_resource(monkeypatch):
+    """Each kind of host is rendered at load with random stand-ins of the real lengths for secrets and
+    keys: an AWS host carrying every role, without the orchestration (so FreeSWITCH cannot wait for
+    the push) and with Monster UI, is some 16.5 KB: refused with one line before any resource,
+    instead of failing midway through `pulumi up` in the apply that encodes it."""
+    registered = []
+    original = RecordingMonitor.RegisterResource
+    monkeypatch.setattr(RecordingMonitor, "RegisterResource",
+                        lambda self, request: (registered.append(request.type), original(self, request))[1])
+    base = config_from_stack_file(STACKS / "Pulumi.aws-dual.yaml")
+    ui = {"sources": {"monsterUi": {"url": "https://example.com/monster-ui.tar.gz"}}}
+    message = run_refused(base, {**ui, "orchestrate": False})
+    assert message.startswith("kazoo:layout: the user-data of kazoo2 would not fit: user-data of 16") and "\n" not in message
+    assert [t for t in registered if t != "pulumi:pulumi:Stack"] == []
+    # with the orchestration, FreeSWITCH comes with the first push and the same stack fits
+    assert run_program({**base, "kazoo:sources": {**base.get("kazoo:sources", {}), **ui["sources"]}}).outputs["hosts"]

@@ -32,6 +32,7 @@ import pytest
 
 import core.bootstrap as bootstrap
 from core.bootstrap import CLOUD_INIT_DIR, HostContext, config_bundle, config_digest, render_template, rendered_files
+from core.roles import Role
 from core.orchestration import plan_steps
 from core.plan import plan_hosts
 from core.settings import load_settings
@@ -916,3 +917,56 @@ def test_a_push_gives_a_host_made_earlier_what_todays_files_need(tmp_path):
     for unit in ("couchdb", "rabbitmq-server", "kazoo-applications", "kazoo-ecallmgr"):
         assert f"restart {unit}.service" in jobs, jobs
     assert "restart freeswitch.service" not in jobs  # never at a push: its calls stay up
+
+
+@needs_root
+def test_a_role_deferred_to_the_first_push_is_installed_and_started_by_it(tmp_path, monkeypatch):
+    """An AWS host carrying every role has no room in its user-data for FreeSWITCH (core/bootstrap.py
+    deferred_roles): bootstrap.sh skips install-media, and the first config push installs it and
+    configures as a first boot does (FreeSWITCH restarted with its files); the next push neither
+    installs it again nor restarts FreeSWITCH. install-media.sh itself is a stand-in here (the
+    FreeSWITCH packages cannot be installed): it records that it ran."""
+    import core.bootstrap as bootstrap
+
+    ctx = context("aws-dual", "kazoo1")
+    assert bootstrap.deferred_roles(ctx) == (Role.MEDIA,)
+    host = push_host(tmp_path, ctx)
+    (tmp_path / "host.env").write_text(render_template("host.env.j2", ctx, deferred="media"))
+    real = bootstrap.cloud_init_file
+    monkeypatch.setattr(bootstrap, "cloud_init_file", lambda rel: (
+        "#!/bin/bash\nset -euo pipefail\necho 'install-media stand-in ran' >> /var/log/install-media.runs\n"
+        if rel == "scripts/install-media.sh" else real(rel)))
+    bundle = bundle_file(tmp_path, ctx, "1")
+    run = host.run("\n".join([HIDE_UNITS, push_line(ctx, bundle), 'echo "push1=$?"',
+                              "systemctl show -p NRestarts --value freeswitch.service || true",
+                              push_line(ctx, bundle), 'echo "push2=$?"', "cat /var/log/install-media.runs"]),
+                   env=receive_env(ctx))
+    assert "push1=0" in run.stdout and "push2=0" in run.stdout, run.stdout + run.stderr
+    assert run.stdout.count("install-media stand-in ran") == 1  # once, by the first push
+    assert exists_on_host(tmp_path, f"{STATE_DIR}/done-install-media")
+    assert systemd(host)["units"]["freeswitch.service"]["restarts"] == 1  # as at first boot, once
+
+
+def test_only_aws_hosts_carrying_every_role_defer_freeswitch():
+    from core.bootstrap import config_bundle, deferred_roles, render_user_data
+
+    for stack, name, deferred in [("aws-dual", "kazoo1", (Role.MEDIA,)), ("aws-single", "kazoo1", (Role.MEDIA,)),
+                                  ("aws-maximal", "media1", ()), ("hetzner-dual", "kazoo1", ())]:
+        ctx = context(stack, name)
+        assert deferred_roles(ctx) == deferred, stack
+        user_data = render_user_data(ctx)
+        assert ("install-media.sh" in user_data) is (not deferred), stack
+        assert ("KAZOO_DEFERRED=media" in user_data or "KAZOO_DEFERRED='media'" in user_data) is bool(deferred), stack
+        assert "install-media.sh" in bundle_text(config_bundle(ctx)), stack  # the push always carries it
+    off = context("aws-dual", "kazoo1", {"orchestrate": False})
+    assert deferred_roles(off) == () and "install-media.sh" in render_user_data(off)  # nothing would bring it
+
+
+def bundle_text(encoded: str) -> str:
+    import base64
+    import gzip
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(base64.b64decode(encoded)))) as tar:
+        return "\n".join(m.name for m in tar.getmembers())

@@ -177,6 +177,11 @@ MUTANTS = [
     Mutant("xen-database-accepted", C + "settings/model.py",
            'if size and size.split(".")[0] in AWS_XEN_FAMILIES and size != "i3.metal":', "if False:",
            ("tests/test_inputs.py",)),
+    Mutant("deferred-role-never-installed", R + "apply-config.sh",
+           '(. "$opt/lib.sh" && once "install-$role" "$opt/install-$role.sh")', "true",
+           (RS + "test_a_role_deferred_to_the_first_push_is_installed_and_started_by_it",)),
+    Mutant("deferred-role-not-started", R + "apply-config.sh", 'KAZOO_FIRST_BOOT=${first_boot:-${KAZOO_FIRST_BOOT:-}} "$opt/configure.sh"',
+           '"$opt/configure.sh"', (RS + "test_a_role_deferred_to_the_first_push_is_installed_and_started_by_it",)),
 ]
 
 

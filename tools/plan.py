@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from components.secrets import SECRETS  # noqa: E402
+from core.roles import SECRET_LENGTHS  # noqa: E402
 from core.bootstrap import HostContext, render_user_data  # noqa: E402
 from core.diagram import layout_dot  # noqa: E402
 from core.firewall import firewall_matrix  # noqa: E402
@@ -101,7 +101,7 @@ def plan_text(stack: str, settings: Settings, plan: Plan, result: Result, user_d
                       ["step", "runs on", "needs"])
 
     if user_data:
-        secrets = {k: f"<{k}>" for k in SECRETS}
+        secrets = {k: f"<{k}>" for k in SECRET_LENGTHS}
         for host in plan.hosts:
             ip = f"<public IP of {host.name}>" if host.stable_public_ip else None
             key = ("<orchestration public key>",) if settings.orchestrate and not settings.ssh_private_key else ()

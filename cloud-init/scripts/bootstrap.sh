@@ -16,6 +16,8 @@ apt_install chrony nftables netbase curl ca-certificates gnupg sudo  # sudo: the
 
 # Roles in dependency order: data and bus before the applications that need them.
 for role in $KAZOO_ROLES; do
+  # A role the user-data had no room for comes with the first config push (remote/apply-config.sh).
+  if [[ " ${KAZOO_DEFERRED:-} " == *" $role "* ]]; then log "install-$role: with the first config push"; continue; fi
   once "install-$role" "$BOOTSTRAP_DIR/install-$role.sh"
 done
 KAZOO_FIRST_BOOT=1 "$BOOTSTRAP_DIR/configure.sh"
