@@ -95,8 +95,8 @@ MUTANTS = [
     # files made readable by others
     Mutant("config-ini-world-readable", C + "bootstrap.py", '("kazoo-config.ini.j2", "/etc/kazoo/config.ini", "0640", C.KAZOO)',
            '("kazoo-config.ini.j2", "/etc/kazoo/config.ini", "0644", C.KAZOO)', (PUSH_MODES, "tests/test_secrets.py")),
-    Mutant("host-env-readable", C + "bootstrap.py", '"content": render_template("host.env.j2", ctx),\n            "permissions": "0600"',
-           '"content": render_template("host.env.j2", ctx),\n            "permissions": "0644"', ("tests/test_bootstrap.py",)),
+    Mutant("host-env-readable", C + "bootstrap.py", 'for r in deferred))),\n            "permissions": "0600"',
+           'for r in deferred))),\n            "permissions": "0644"', ("tests/test_bootstrap.py",)),
     Mutant("fs-cookie-group-readable", C + "bootstrap.py", '"/etc/kazoo/freeswitch/kazoo-cookie", "0600"',
            '"/etc/kazoo/freeswitch/kazoo-cookie", "0640"', ("tests/test_media.py",) + REMOTE_TESTS),
     Mutant("secret-files-group-root", S + "configure.sh", "    /etc/kazoo/kamailio/*) group=kamailio ;;",
