@@ -16,7 +16,8 @@ from components.orchestration import Orchestration, OrchestrationArgs
 from components.secrets import KazooSecrets
 from components.sources import PinnedArchives
 from components.servers import ROLE_COMPONENTS, CombinedServers, ServersArgs
-from core.bootstrap import HostContext, check_user_data_fits, config_bundle, config_digest, render_user_data
+from core.bootstrap import HostContext, config_bundle, config_digest, render_user_data
+from core.user_data import check_user_data_fits
 from core.firewall import check_aws_rule_quota, firewall_matrix, rules_for
 from core.orchestration import plan_steps
 from core.plan import Host, Plan, PlanError, plan_hosts

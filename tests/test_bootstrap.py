@@ -14,13 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from core.bootstrap import (
-    CLOUD_INIT_DIR,
-    USER_DATA_LIMITS,
-    HostContext,
-    decode_user_data,
-    rendered_files,
-)
+from core.bootstrap import CLOUD_INIT_DIR, HostContext, rendered_files
+from core.user_data import USER_DATA_LIMITS, decode_user_data
 from core.plan import plan_hosts
 from core.roles import Role
 from core.settings import load_settings
@@ -305,7 +300,7 @@ def test_user_data_over_a_limit_with_gzip_is_packed_tighter_or_refused(monkeypat
     """encode_user_data: gzip -9 when it fits; zopfli's deflate (the same gzip format cloud-init
     reads) when only that fits; a clear error when nothing does."""
     import gzip as gz
-    from core import bootstrap as b
+    from core import user_data as b
     text = (CLOUD_INIT_DIR / "scripts" / "configure.sh").read_text() + (CLOUD_INIT_DIR / "scripts" / "lib.sh").read_text()
     plain = len(gz.compress(text.encode(), compresslevel=9, mtime=0))
     assert len(base64.b64decode(b.encode_user_data(text, "aws"))) == plain

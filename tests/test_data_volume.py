@@ -166,7 +166,7 @@ def test_each_database_host_is_told_its_own_volume(stack, prefix):
     result = run_stack_file(stack)
     volumes = {r.name.removesuffix("-couchdb"): r for r in result.registrations if r.name.endswith("-couchdb")
                and r.type in ("hcloud:index/volume:Volume", "aws:ebs/volume:Volume")}
-    from core.bootstrap import decode_user_data
+    from core.user_data import decode_user_data
 
     for name, volume in volumes.items():
         server = result.named(name, "Server" if stack.startswith("hetzner") else "Instance")

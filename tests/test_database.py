@@ -46,12 +46,11 @@ from core.bootstrap import (
     ROLE_FILES,
     HostContext,
     bundle_files,
-    decode_user_data,
-    encode_user_data,
     render_template,
     render_user_data,
     rendered_files,
 )
+from core.user_data import decode_user_data, encode_user_data
 from core.orchestration import plan_steps
 from core.plan import plan_hosts
 from core.roles import Role, secrets_for

@@ -212,7 +212,7 @@ def test_the_sip_certificate_travels_where_it_fits(stack, orchestrate, tmp_path)
     role over its 16 KB of user-data, and `pulumi up` failed midway. With the orchestration on they
     travel in its push only (the proxy boots with a throwaway pair: the boot test); without it, in
     the user-data, as nothing else would bring them."""
-    from core.bootstrap import decode_user_data
+    from core.user_data import decode_user_data
 
     cloud, layout = stack.split("-")
     certificate, key = ThrowawayCA(tmp_path).issue(f"{layout}.{cloud}.voip.example.com", 5)

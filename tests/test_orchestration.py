@@ -11,7 +11,8 @@ import subprocess
 import pytest
 import yaml
 
-from core.bootstrap import CLOUD_INIT_DIR, decode_user_data
+from core.bootstrap import CLOUD_INIT_DIR
+from core.user_data import decode_user_data
 from core.orchestration import plan_steps
 from core.plan import plan_hosts
 from core.roles import Role
@@ -145,7 +146,7 @@ def test_the_pushed_bundle_is_what_the_host_renders(maximal):
 
 
 def test_generated_key_is_installed_by_cloud_init_and_used_to_connect(single):
-    from core.bootstrap import decode_user_data
+    from core.user_data import decode_user_data
 
     key = single.named("orchestration-ssh")
     server = single.of_type(SERVER["hetzner"])[0]
@@ -159,7 +160,7 @@ def test_generated_key_is_installed_by_cloud_init_and_used_to_connect(single):
 
 @pytest.mark.parametrize("stack,host", [("hetzner-single", "kazoo1"), ("aws-maximal", "media2")])
 def test_each_host_key_is_installed_by_cloud_init_and_pinned(stack, host):
-    from core.bootstrap import decode_user_data
+    from core.user_data import decode_user_data
 
     import yaml
 

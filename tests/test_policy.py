@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from pulumi_policy import PolicyCustomTimeouts, PolicyResourceOptions, ResourceValidationArgs
 
-from core.bootstrap import encode_user_data
+from core.user_data import encode_user_data
 from harness import ROOT, STACKS, config_from_stack_file, run_stack_file
 from policy.kazoo_policies import ALL_POLICIES
 

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from core.bootstrap import decode_user_data
+from core.user_data import decode_user_data
 from core.roles import ALL_ROLES
 from harness import run_stack_file
 

@@ -17,7 +17,7 @@ import tarfile
 
 import pytest
 
-from core.bootstrap import decode_user_data
+from core.user_data import decode_user_data
 from harness import run_stack_file
 
 EXPECTED = {

@@ -13,7 +13,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.clouds.base import CloudSeam, NetworkRefs, ServerRefs, WebEndpoint, resource_name
-from core.bootstrap import encode_user_data
+from core.user_data import encode_user_data
 from core.firewall import FIREWALL_ROLE_LABEL, Rule
 from core.names import TTL
 from core.plan import Host, Plan

@@ -15,7 +15,7 @@ import pulumi
 import pulumi_hcloud as hcloud
 
 from components.clouds.base import CloudSeam, NetworkRefs, ServerRefs, WebEndpoint
-from core.bootstrap import encode_user_data
+from core.user_data import encode_user_data
 from core.firewall import FIREWALL_ROLE_LABEL, Rule
 from core.names import TTL, relative
 from core.plan import Host, Plan
