@@ -302,12 +302,10 @@ def config_digest(ctx: HostContext) -> str:
 
 def cloud_config(ctx: HostContext) -> dict:
     host = ctx.host
-    rendered = rendered_files(ctx)
-    if ctx.settings.orchestrate:
-        rendered = {path: file for path, file in rendered.items() if path not in SIP_TLS_FILES}
+    # What the orchestration's first push brings instead: the SIP certificate, a deferred role's files.
     deferred = deferred_roles(ctx)
-    later = files_of_roles_only(ctx, deferred)
-    rendered = {path: file for path, file in rendered.items() if path not in later}
+    later = files_of_roles_only(ctx, deferred) | (set(SIP_TLS_FILES) if ctx.settings.orchestrate else set())
+    rendered = {path: file for path, file in rendered_files(ctx).items() if path not in later}
     # /etc/hosts grows with the plan (a line per host) and travels twice, in place and as the
     # rendered copy configure.sh compares: side by side, within gzip's 32 KB window, the second copy
     # costs a few bytes (apart, some 3 KB of AWS's 16 at 400 media hosts).

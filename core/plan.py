@@ -149,6 +149,7 @@ def plan_hosts(settings: Settings) -> Plan:
             f"kazoo:roles: {len(hosts)} hosts exceed the {HETZNER_MAX_SERVERS_PER_NETWORK} servers "
             "a Hetzner network holds"
         )
+    balancer = load_balancer_cidrs(settings)  # also checks the network's last block is free
     return Plan(
         cloud=settings.cloud,
         layout=settings.layout,
@@ -156,8 +157,8 @@ def plan_hosts(settings: Settings) -> Plan:
         network_cidr=settings.network.cidr,
         subnets=subnets,
         hosts=tuple(hosts),
-        load_balancer_cidrs=load_balancer_cidrs(settings),
-        load_balancer_subnets=load_balancer_subnets(settings, hosts),
+        load_balancer_cidrs=balancer,
+        load_balancer_subnets=load_balancer_subnets(settings, hosts) if balancer else (),
     )
 
 
@@ -182,15 +183,14 @@ def load_balancer_cidrs(settings: Settings) -> tuple[str, ...]:
 
 
 def load_balancer_subnets(settings: Settings, hosts) -> tuple[tuple[Optional[str], str], ...]:
-    """AWS with dns.zone: the ALB's subnets, one in each zone that holds an application host (a target
+    """AWS, when there is a load balancer (load_balancer_cidrs): the ALB's subnets, one in each zone that holds an application host (a target
     in a zone the balancer is not enabled in gets no traffic: ELB's "Availability Zones" rule), and a
     second when they all share one (an ALB needs two zones): the plan's next zone, or None for another
     zone of the region. Each zone keeps its slot of the network's last block (the plan's zone order,
     the last slot for the region's extra zone), so a zone added later adds a subnet and moves none."""
-    if not settings.tls_api or settings.cloud is not Cloud.AWS:
+    if settings.cloud is not Cloud.AWS:
         return ()
     zones = settings.zones
-    load_balancer_cidrs(settings)  # the same checks: the last block is free
     block = list(ipaddress.ip_network(settings.network.cidr).subnets(prefixlen_diff=ZONE_BITS))[-1]
     slots = list(block.subnets(prefixlen_diff=ZONE_BITS))  # 8 slots, /26 in the narrowest network
     wanted: list[Optional[str]] = list(dict.fromkeys(h.zone for h in hosts if h.carries(Role.APPLICATION)))

@@ -3,6 +3,10 @@ a user would have set, edited the way a user edits them."""
 
 from __future__ import annotations
 
+import base64
+import gzip
+import io
+import tarfile
 from typing import Any, Optional
 
 from tools.mock_engine import (  # noqa: F401  (re-exported for the tests)
@@ -43,3 +47,9 @@ def run_program(config: dict[str, Any], stack: str = "test", secrets: Optional[d
 def run_stack_file(name: str, overrides: Optional[dict[str, Any]] = None, **kwargs) -> Result:
     config = {k: v for k, v in stack_config(name, overrides).items() if k not in TEST_SECRETS}
     return run_program(config, stack=name, **kwargs)
+
+
+def bundle_text(encoded: str) -> str:
+    """Every file of a configuration bundle (the config step's stdin: base64 of a tar.gz), joined."""
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(base64.b64decode(encoded)))) as tar:
+        return "\n".join(tar.extractfile(m).read().decode() for m in tar.getmembers() if m.isfile())

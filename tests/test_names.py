@@ -9,7 +9,7 @@ import ipaddress
 
 import pytest
 
-from harness import run_stack_file
+from harness import bundle_text, run_stack_file
 from tls_ca import ThrowawayCA
 
 STACKS = [f"{c}-{l}" for c in ("hetzner", "aws") for l in ("single", "dual", "maximal")]
@@ -230,12 +230,3 @@ def test_the_sip_certificate_travels_where_it_fits(stack, orchestrate, tmp_path)
         pushes = [r for r in result.registrations if r.type == "command:remote:Command" and r.name.startswith("config-")]
         assert pushes and all(body in bundle_text(p.inputs["stdin"]) for p in pushes)
 
-
-def bundle_text(encoded: str) -> str:
-    import base64
-    import gzip
-    import io
-    import tarfile
-
-    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(base64.b64decode(encoded)))) as tar:
-        return "\n".join(tar.extractfile(m).read().decode() for m in tar.getmembers() if m.isfile())

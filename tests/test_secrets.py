@@ -10,15 +10,11 @@ own PostgreSQL password.
 
 from __future__ import annotations
 
-import base64
-import gzip
-import io
-import tarfile
 
 import pytest
 
 from core.user_data import decode_user_data
-from harness import run_stack_file
+from harness import bundle_text, run_stack_file
 
 EXPECTED = {
     "database": {"couchdb-cookie", "couchdb-password"},
@@ -28,12 +24,6 @@ EXPECTED = {
     "proxy": {"rabbitmq-password", "kamailio-db-password"},
 }
 STACKS = [f"{c}-{l}" for c in ("hetzner", "aws") for l in ("single", "dual", "maximal")]
-
-
-def bundle_text(encoded: str) -> str:
-    raw = gzip.decompress(base64.b64decode(encoded))
-    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
-        return "\n".join(tar.extractfile(m).read().decode() for m in tar.getmembers() if m.isfile())
 
 
 @pytest.mark.parametrize("stack", STACKS)

@@ -18,16 +18,20 @@ if [ -d "$etc/files" ]; then mv "$etc/files" "$etc/files.old"; fi
 mv "$etc/files.new" "$etc/files"
 rm -rf "$etc/files.old"
 
+# The bundle's own lib.sh, now in place: its paths (STATE_DIR, LOG), once, load_env.
+# shellcheck source=../scripts/lib.sh
+. "$opt/lib.sh"
+load_env
+
 # What changed goes to pulumi's output and to the host's bootstrap log.
-"$opt/remote/upgrade-host.sh" 2>&1 | tee -a /var/log/kazoo-bootstrap.log
+"$opt/remote/upgrade-host.sh" 2>&1 | tee -a "$LOG"
 
 # Roles the user-data had no room for (host.env KAZOO_DEFERRED; bootstrap.sh skipped them): installed
 # by this push, then configured as a first boot configures (their services started with their files).
 first_boot=''
-# shellcheck source=/dev/null
-for role in $(. "$etc/host.env" && printf '%s' "${KAZOO_DEFERRED:-}"); do
-  [ ! -e "/var/lib/kazoo-bootstrap/done-install-$role" ] || continue
-  (. "$opt/lib.sh" && once "install-$role" "$opt/install-$role.sh") 2>&1 | tee -a /var/log/kazoo-bootstrap.log
+for role in ${KAZOO_DEFERRED:-}; do
+  [ ! -e "$STATE_DIR/done-install-$role" ] || continue
+  once "install-$role" "$opt/install-$role.sh" 2>&1 | tee -a "$LOG"
   first_boot=1
 done
-KAZOO_FIRST_BOOT=${first_boot:-${KAZOO_FIRST_BOOT:-}} "$opt/configure.sh" 2>&1 | tee -a /var/log/kazoo-bootstrap.log
+KAZOO_FIRST_BOOT=${first_boot:-${KAZOO_FIRST_BOOT:-}} "$opt/configure.sh" 2>&1 | tee -a "$LOG"

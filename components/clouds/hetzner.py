@@ -150,8 +150,9 @@ class HetznerSeam(CloudSeam):
             ],
             # Attached by the provider right after the server is created and started (terraform-provider-
             # hcloud internal/server/resource.go, resourceServerCreate): the private interface is hot-
-            # plugged while cloud-init runs, and Hetzner's images configure it (hc-utils); the bootstrap
-            # waits for the planned address (lib.sh wait_for_private_ip) before anything binds to it.
+            # plugged while cloud-init runs, and Hetzner's images are expected to configure it (hc-utils:
+            # not verified here, no Hetzner image to boot); the bootstrap waits for the planned address
+            # (lib.sh wait_for_private_ip) before anything binds to it, and stops if it never comes.
             networks=[
                 hcloud.ServerNetworkArgs(
                     network_id=_int(network.network_id), ip=host.private_ip, alias_ips=[]
