@@ -154,6 +154,7 @@ class Host:
         self.process: Optional[subprocess.Popen] = None
         self.console = self.dir / "console.log"
         self.hostname = name
+        self.cgroups: list[Path] = []  # its own, made at boot (see boot)
 
     def seed(self, user_data: bytes, fqdn: str) -> None:
         seed = self.upper / "var/lib/cloud/seed/nocloud"
@@ -165,7 +166,17 @@ class Host:
 
     def boot(self) -> None:
         d = self.dir
+        # A cgroup of its own in every hierarchy systemd uses. With --keep-unit and no systemd on this
+        # machine, nspawn puts the container in "payload" under the caller's cgroup: hosts booted from
+        # one process would share /payload, and each host's systemd would create and remove the same
+        # unit cgroups as the others' (a unit then fails "at step CGROUP: No such file or directory",
+        # cloud-config.service among them, and cloud-init reports done without running runcmd).
+        self.cgroups = [path / "kazoo-e2e" / self.ns for path in _cgroup_roots()]
+        for cgroup in self.cgroups:
+            cgroup.mkdir(parents=True, exist_ok=True)
+        join = "".join(f"echo $$ > {cgroup}/cgroup.procs && " for cgroup in self.cgroups)
         script = (
+            join +
             f"mount -t overlay overlay -o lowerdir={self.root},upperdir={d}/upper,workdir={d}/work {d}/merged && "
             # this machine has no systemd of its own: nspawn wants a /run it can use
             "mount -t tmpfs tmpfs /run && "
@@ -235,6 +246,19 @@ class Host:
             time.sleep(2)
         raise TimeoutError(f"{self.name}: cloud-init did not finish in {timeout:.0f} s; console:\n{self.console_text()}")
 
+    def diagnostics(self) -> str:
+        """What a failed boot left behind: cloud-init's warnings and stage timings, the ends of the
+        bootstrap's and cloud-init's output logs, the console."""
+        parts = []
+        init_log = self.file("/var/log/cloud-init.log") or ""
+        parts.append("cloud-init.log (stages, warnings):\n" + "\n".join(
+            line for line in init_log.splitlines() if "running '" in line or "finished at" in line
+            or "WARNING" in line or "Traceback" in line)[-3000:])
+        for path in ("/var/lib/cloud/data/status.json", "/var/log/cloud-init-output.log", "/var/log/kazoo-bootstrap.log"):
+            parts.append(f"{path}:\n" + (self.file(path) or "(absent)")[-2000:])
+        parts.append("console:\n" + self.console_text()[-2000:])
+        return "\n".join(parts)
+
     def console_text(self) -> str:
         return self.console.read_text(errors="replace")[-4000:] if self.console.exists() else ""
 
@@ -250,3 +274,28 @@ class Host:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=30)
+        for cgroup in self.cgroups:  # what the container's systemd left, leaves first
+            tree = sorted(cgroup.rglob("*"), key=lambda p: len(p.parts), reverse=True)
+            for path in tree + [cgroup, cgroup.parent]:  # the parent goes with the last host
+                if path.is_dir():
+                    try:
+                        path.rmdir()
+                    except OSError:
+                        pass
+
+
+def _cgroup_roots() -> list[Path]:
+    """This process's cgroup in the unified (v2) hierarchy and in systemd's named v1 one, where mounted."""
+    mounts = {}  # "" for cgroup2, "name=systemd" for systemd's v1 hierarchy -> mount point
+    for line in Path("/proc/mounts").read_text().splitlines():
+        _, point, fstype, options = line.split()[:4]
+        if fstype == "cgroup2":
+            mounts.setdefault("", Path(point))
+        elif fstype == "cgroup" and "name=systemd" in options.split(","):
+            mounts.setdefault("name=systemd", Path(point))
+    roots = []
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers in mounts:
+            roots.append(mounts[controllers] / path.lstrip("/"))
+    return roots

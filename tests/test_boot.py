@@ -196,12 +196,25 @@ HOSTS = [(key, name) for key, (_, _, names) in CLOUDS.items() for name in names]
 def test_cloud_init_finished_without_error(clouds, key, name):
     made, results = clouds
     host = made[key].hosts[name]
-    assert results[(key, name)]["v1"]["errors"] == [], host.file("/var/log/kazoo-bootstrap.log")
+    assert results[(key, name)]["v1"]["errors"] == [], host.diagnostics()
     fqdn = made[key].plan.host(name).fqdn
     log = host.file("/var/log/kazoo-bootstrap.log") or ""
-    assert f"bootstrap of {fqdn} finished" in log, log[-2000:]
+    assert f"bootstrap of {fqdn} finished" in log, host.diagnostics()
     status = host.exec("cloud-init", "status", "--long")
     assert "status: done" in status.stdout, status.stdout + status.stderr
+
+
+def test_each_host_has_a_cgroup_of_its_own(clouds):
+    """The harness, not the program: hosts sharing a cgroup remove each other's unit cgroups, and a
+    unit then fails to start ("Failed at step CGROUP"): cloud-init once reported done on broker1
+    without running the bootstrap (cloud-config.service never ran runcmd)."""
+    made, _ = clouds
+    hosts = [host for cloud in made.values() for host in cloud.hosts.values()]
+    cgroups = {Path(f"/proc/{host.init_pid()}/cgroup").read_text() for host in hosts}
+    assert len(cgroups) == len(hosts), cgroups
+    for host in hosts:
+        journal = host.exec("journalctl", "-b", "--no-pager", "-q", "-o", "cat").stdout
+        assert "Failed at step CGROUP" not in journal, host.name
 
 
 @pytest.mark.parametrize("key,name", HOSTS)

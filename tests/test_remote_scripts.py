@@ -600,14 +600,17 @@ def status_json(errors: list | None = None, recoverable: dict | None = None) -> 
 
 
 @needs_root
-@pytest.mark.parametrize("case,code", [("done", 0), ("recoverable errors", 2), ("error", 1), ("running, then done", 0)])
+@pytest.mark.parametrize("case,code", [("done", 0), ("recoverable errors", 2), ("error", 1), ("running, then done", 0),
+                                       ("done, but no bootstrap", 1)])
 def test_wait_for_bootstrap_follows_cloud_init_status(tmp_path, case, code):
     ctx = context(SINGLE, "kazoo1")
     host = fake_host(tmp_path, ctx)
     status = stage(tmp_path, "status.json", status_json(
         errors=["('scripts_user', RuntimeError('runparts: 1 failed'))"] if case == "error" else None,
         recoverable={"DEPRECATED": ["key x is deprecated"]} if case == "recoverable errors" else None))
-    log = stage(tmp_path, "bootstrap.log", "".join(f"bootstrap line {i}\n" for i in range(1, 51)))
+    finished = "" if case == "done, but no bootstrap" else \
+        "2026-01-01T00:00:00Z kazoo-bootstrap[bootstrap.sh]: bootstrap of kazoo1.example.com finished\n"
+    log = stage(tmp_path, "bootstrap.log", "".join(f"bootstrap line {i}\n" for i in range(1, 50)) + finished)
     finish = "touch /run/cloud-init/result.json" if case != "running, then done" else \
         "(sleep 0.6; echo '{}' > /run/cloud-init/result.json) &"
     setup = (f"mount -t tmpfs tmpfs /run && mkdir -p /run/cloud-init && cp {status} /run/cloud-init/status.json\n"
@@ -618,7 +621,10 @@ def test_wait_for_bootstrap_follows_cloud_init_status(tmp_path, case, code):
     if code == 1:
         assert run.returncode == 1
         tail = run.stderr.split("the end of /var/log/kazoo-bootstrap.log:")[1]
-        assert "bootstrap line 50" in tail and "bootstrap line 11\n" in tail and "bootstrap line 10\n" not in tail
+        first = 11 if case == "error" else 10  # 40 lines: the bootstrap's last, or the 49 without it
+        assert "bootstrap line 49" in tail and f"bootstrap line {first}\n" in tail and f"bootstrap line {first - 1}\n" not in tail
+        if case == "done, but no bootstrap":
+            assert "but the Kazoo bootstrap did not" in run.stderr
     else:
         assert run.returncode == 0, run.stderr
         assert f"(cloud-init status {code})" in run.stdout
