@@ -110,6 +110,7 @@ ROLE_FILES = {
     ],
     Role.PROXY: [
         ("kamailio-local.cfg.j2", "/etc/kazoo/kamailio/local.cfg", "0640", C.KAMAILIO),
+        ("kamailio-custom-routes.cfg.j2", "/etc/kazoo/kamailio/custom-routes.cfg", "0644", C.KAMAILIO),
         ("kamailio.default.j2", "/etc/default/kamailio", "0644", C.KAMAILIO),
         ("kamailio.service.j2", "/etc/systemd/system/kamailio.service", "0644", C.KAMAILIO),
         ("kamailio-postgresql.conf.j2", "/etc/kazoo/kamailio/postgresql.conf", "0644", C.KAMAILIO),

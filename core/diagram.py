@@ -47,7 +47,7 @@ def kind_of(rule: Rule) -> str:
     low, high = rule.ports
     if rule.ports == RTP_PORTS:
         return "RTP"
-    if low in (5060, 5061, 5064, 5065, 7000, 7001, 11000):
+    if low in (5060, 5061, 5064, 5065, 5080, 7000, 7001, 11000):
         return "SIP"
     if low == 5672:
         return "AMQP"

@@ -36,10 +36,11 @@ INTERNAL_PORTS = {
     "media-proxy": (24517, 24518),
     "fax-proxy": (30950, 30950),
     "freeswitch-sip": (11000, 11001),  # Kamailio and, when listed, carriers only
+    "kamailio-for-freeswitch": (5080, 5080),  # Kamailio's socket facing FreeSWITCH (core/kamailio.py)
 }
 # Internal ports are TCP, but for FreeSWITCH's SIP profile (UDP too). RTP (UDP) overlaps some of the
 # ranges above (the media proxy, the Erlang ranges), which is why the protocol matters.
-INTERNAL_UDP = {"freeswitch-sip"}
+INTERNAL_UDP = {"freeswitch-sip", "kamailio-for-freeswitch"}
 
 
 def internal_protocols(name: str) -> tuple[str, ...]:
@@ -122,6 +123,7 @@ def firewall_matrix(settings: Settings) -> list[Rule]:
             rules.append(Rule(P, "tcp", (5065, 5065), sip, "sip-wss"))
     rules += _both(P, 5060, M, "sip-from-media")
     rules += _both(P, 7000, M, "sip-alg-from-media")
+    rules += _both(P, 5080, M, "sip-internal-from-media")  # FreeSWITCH's own socket (core/kamailio.py)
     # Carriers come in through Kamailio, as phones do, and send RTP to FreeSWITCH. Never to
     # FreeSWITCH's SIP port: its profile advertises the private address (sip-ip, ext-sip-ip), so a
     # carrier's ACK and BYE could never reach it (review B6).

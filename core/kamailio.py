@@ -8,6 +8,20 @@ openkazoo/kamailio-configs 6.0 binds listeners by name (`listen=UDP_SIP` in loca
   which the registrar hands ecallmgr as the path back to a phone, stays the private address);
 - AWS maps the Elastic IP 1:1 onto the private address: every listener binds the private address
   and advertises the Elastic IP.
+On both, FreeSWITCH faces a listener of its own on the private address, port 5080, never advertised
+(review B1). Through an advertising socket, FreeSWITCH's in-dialog requests (BYE, re-INVITE) would
+go to the proxy's Elastic IP, hairpin through the internet gateway and arrive from the media host's
+Elastic IP, outside the security groups' peer rules and the dispatcher sets, where the NAT role
+aliases FreeSWITCH's Contact to that public address. With its own socket:
+- the dispatcher sends to FreeSWITCH, and probes it, from 5080 (ds_default_socket: the socket of
+  every destination without one, kamailio src/modules/dispatcher/dispatch.c pack_dest and the
+  OPTIONS pings); the registrar hands ecallmgr `Proxy-Path: sip:MY_IP_ADDRESS:5080` for every
+  transport (KZ_*_REGISTRAR_PORT, registrar-role.cfg), so FreeSWITCH calls phones through it too;
+- a request that comes in on one socket and leaves on the other gets two Record-Route headers, one
+  per side (rr's double RR: src/core/msg_translator.c COND_IF_DIFF_REALMS compares address, port and
+  protocol), so FreeSWITCH's in-dialog requests come back to private:5080 and loose_route sends them
+  on from the socket of the phone's side (src/modules/rr/loose.c);
+- nat-traversal-role.cfg leaves requests received on 5080 alone (`$Rp == "5080"`).
 """
 
 from __future__ import annotations
@@ -31,6 +45,7 @@ LISTENER_NAMES = {
     "TLS_WSS": ("tls", 5065),
     "UDP_WSS_SIP": ("udp", 5065),
 }
+FREESWITCH_FACING_PORT = 5080  # the tree's own choice: nat-traversal-role.cfg skips it
 # Workers: CHILDREN per UDP listener, TCP_CHILDREN for all TCP/TLS/WS connections. The tree's
 # defaults (25 and 25) suit a dedicated 8-core proxy; these suit the 2-4 cores of the default sizes.
 CHILDREN = 8
@@ -61,13 +76,16 @@ class KamailioPlan:
 
     listener_names = LISTENER_NAMES
 
+    freeswitch_port = FREESWITCH_FACING_PORT
+
     def advertise(self, port: int) -> str:
         return f" advertise {self.advertised}:{port}" if self.advertised else ""
 
     @property
     def udp_listeners(self) -> int:
-        """UDP sockets Kamailio opens: 5060 and 7000 on each address (WS/WSS UDP names are unused)."""
-        return 4 if self.internal_address else 2
+        """UDP sockets Kamailio opens: 5060 and 7000 on each address (WS/WSS UDP names are unused),
+        and FreeSWITCH's 5080."""
+        return (4 if self.internal_address else 2) + 1
 
     @property
     def processes(self) -> int:

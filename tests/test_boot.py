@@ -130,9 +130,9 @@ class Cloud:
                          check=False, timeout=30, env={**os.environ, "AMQP_PASSWORD": password})
         return out.stdout.strip() or out.stderr.strip()
 
-    def sip(self, from_ns: str, to_ip: str, count: int = 1, seconds: float = 0) -> tuple[int, int]:
+    def sip(self, from_ns: str, to_ip: str, count: int = 1, seconds: float = 0, port: int = 5060) -> tuple[int, int]:
         """(sent, answered with 200) for `count` OPTIONS from a namespace."""
-        out = nspawn.run("ip", "netns", "exec", from_ns, sys.executable, str(TOOLS / "sip_flood.py"), to_ip, "5060",
+        out = nspawn.run("ip", "netns", "exec", from_ns, sys.executable, str(TOOLS / "sip_flood.py"), to_ip, str(port),
                          str(count), str(seconds), timeout=60)
         sent, answered = out.stdout.split()
         return int(sent), int(answered)
@@ -473,6 +473,21 @@ def test_a_source_outside_sip_cidrs_gets_nothing(clouds):
     address = cloud.public_ips["proxy1"]
     assert cloud.sip(cloud.ns("phone2"), address) == (1, 1)
     assert cloud.sip(cloud.outsider, address) == (1, 0)  # the host firewall drops it
+
+
+def test_freeswitch_has_a_socket_of_its_own_that_only_media_hosts_reach(clouds):
+    """Review B1: Kamailio faces FreeSWITCH on private:5080, never advertised; the dispatcher sends
+    to and probes media servers from it (its module says so when it starts); only media hosts get
+    through the host firewall to it."""
+    cloud, host, planned = proxy(clouds)
+    listening = nspawn.run("ip", "netns", "exec", host.ns, "ss", "-lnH").stdout
+    for proto in ("udp", "tcp"):
+        assert any(line.startswith(proto) and f" {planned.private_ip}:5080 " in line for line in listening.splitlines()), listening
+    journal = host.exec("journalctl", "-u", "kamailio", "--no-pager", "-b").stdout
+    assert f"default dispatcher socket set to <udp:{planned.private_ip}:5080>" in journal, journal[-3000:]
+    assert cloud.sip(cloud.ns("media1"), planned.private_ip, port=5080) == (1, 1)
+    assert cloud.sip(cloud.ns("phone"), planned.private_ip, port=5080) == (1, 0)  # inside sipCidrs, not a media host
+    assert cloud.sip(cloud.outsider, planned.private_ip, port=5080) == (1, 0)
 
 
 def test_a_flood_from_one_source_is_cut_off_while_another_still_gets_through(clouds):

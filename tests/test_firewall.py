@@ -74,6 +74,8 @@ PEERS = [
     ("media", "tcp", 11000, "proxy"),
     ("proxy", "udp", 5060, "media"),
     ("proxy", "udp", 7000, "media"),
+    ("proxy", "udp", 5080, "media"),  # Kamailio's socket for FreeSWITCH, never advertised (review B1)
+    ("proxy", "tcp", 5080, "media"),
     ("application", "tcp", 24517, "media"),
 ]
 
@@ -220,7 +222,7 @@ def test_the_security_group_quota_check_counts_what_the_seam_makes():
     from core.settings import load_settings
     from harness import stack_config
 
-    sip = [f"198.51.{i}.0/24" for i in range(10)]
+    sip = [f"198.51.{i}.0/24" for i in range(9)]
     result = run_stack_file("aws-maximal", {"sipCidrs": sip, "sip": {"websockets": True}})
     groups = {r.id: r.name.removesuffix("-sg") for r in result.registrations if r.type == "aws:ec2/securityGroup:SecurityGroup"}
     made: dict[str, int] = {}

@@ -37,19 +37,31 @@ def trixie() -> Path:
     return nspawn.debian_root("trixie")
 
 
-def proxy_configs(stack: str, overrides: dict | None = None, secrets: dict | None = None):
+TREE_DIR = "/etc/kazoo/kamailio/"
+
+
+def proxy_files(stack: str, overrides: dict | None = None, secrets: dict | None = None):
+    """(host, {name in the tree: text}) of every proxy: what the program puts into the tree."""
     settings = load_settings(stack_config(stack, overrides))
     plan = plan_hosts(settings)
     for host in plan.with_role(Role.PROXY):
         files = rendered_files(HostContext(host, plan, settings, PUBLIC_IP, {**SECRETS, **(secrets or {})}))
-        yield host, files["/etc/kazoo/kamailio/local.cfg"][0]
+        yield host, {path.removeprefix(TREE_DIR): text for path, (text, _) in files.items()
+                     if path.startswith(TREE_DIR) and path.endswith(".cfg")}
 
 
-def kamailio_check(root: Path, local_cfg: str, tmp_path: Path) -> subprocess.CompletedProcess:
-    """`kamailio -c` of the real tree with `local_cfg`, inside the Debian 13 root (bind-mounted copy)."""
+def proxy_configs(stack: str, overrides: dict | None = None, secrets: dict | None = None):
+    for host, files in proxy_files(stack, overrides, secrets):
+        yield host, files["local.cfg"]
+
+
+def kamailio_check(root: Path, local_cfg: str, tmp_path: Path, files: dict | None = None) -> subprocess.CompletedProcess:
+    """`kamailio -c` of the real tree with `local_cfg` (and any other of the program's `files`),
+    inside the Debian 13 root (bind-mounted copy)."""
     tree = tmp_path / "kamailio"
     shutil.copytree(upstream.tree("kamailio_configs") / "kamailio", tree)
-    (tree / "local.cfg").write_text(local_cfg)
+    for name, text in {**(files or {}), "local.cfg": local_cfg}.items():
+        (tree / name).write_text(text)
     (tree / "db").mkdir()
     script = (
         f"mount --bind {tree} {root}/mnt && "
@@ -62,20 +74,23 @@ def kamailio_check(root: Path, local_cfg: str, tmp_path: Path) -> subprocess.Com
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_every_proxy_config_parses_on_the_real_tree(trixie, stack, tmp_path):
-    for host, local_cfg in proxy_configs(stack):
-        run = kamailio_check(trixie, local_cfg, tmp_path / host.name)
+    for host, files in proxy_files(stack):
+        assert set(files) == {"local.cfg", "custom-routes.cfg"}
+        run = kamailio_check(trixie, files["local.cfg"], tmp_path / host.name, files=files)
         out = run.stdout + run.stderr
         assert run.returncode == 0, f"{stack}/{host.name}: {out[-3000:]}"
         listening = out[out.find("Listening on"):]
         for port in (5060, 7000):  # SIP and the SIP-ALG bypass port, UDP and TCP
             for proto in ("udp", "tcp"):
                 if stack.startswith("hetzner"):
-                    # phones on the public address, FreeSWITCH on the private one
+                    # phones on the public address, the other hosts on the private one
                     assert f"{proto}: {PUBLIC_IP}:{port}\n" in listening, listening
                     assert f"{proto}: {host.private_ip}:{port}\n" in listening, listening
                 else:
                     assert f"{proto}: {host.private_ip}:{port} advertise {proto}:{PUBLIC_IP}:{port}" in listening
-        assert "ANTIFLOOD_ROLE" in local_cfg  # on by default: the proxy's "simple fraud and DDoS protection"
+        for proto in ("udp", "tcp"):  # FreeSWITCH's side on both clouds: private, never advertised (review B1)
+            assert f"{proto}: {host.private_ip}:5080\n" in listening, listening
+        assert "ANTIFLOOD_ROLE" in files["local.cfg"]  # on by default: the proxy's "simple fraud and DDoS protection"
 
 
 def test_tls_websockets_and_antiflood_roles_find_their_listeners(trixie, tmp_path):
@@ -166,6 +181,36 @@ def test_the_path_back_to_a_phone_is_the_private_address(stack):
         expected = f"udp:{PUBLIC_IP}:5060" if stack.startswith("hetzner") else \
             f"udp:{host.private_ip}:5060 advertise {PUBLIC_IP}:5060"
         assert udp_sip == [expected]
+
+
+@pytest.mark.parametrize("stack", ["hetzner-maximal", "aws-maximal"])
+def test_freeswitch_is_reached_and_reaches_back_through_an_unadvertised_socket(trixie, stack, tmp_path):
+    """Review B1. Through a socket that advertises the Elastic IP, FreeSWITCH's in-dialog requests
+    would hairpin through AWS's internet gateway. On the real tree:
+    - every transport's Proxy-Path port, which ecallmgr hands FreeSWITCH for calls to phones, is
+      5080: registrar-role.cfg takes `$var(port) = KZ_<PROTO>_REGISTRAR_PORT`, and local.cfg's
+      defines come before defs.cfg's `#!trydef KZ_TLS_REGISTRAR_PORT 7000` (kamailio.cfg includes
+      local.cfg first);
+    - the dispatcher's default socket, which every media destination gets (the tree's PostgreSQL
+      insert names no socket), is set in custom-routes.cfg, which Kamailio reads after loading the
+      module: a misspelt parameter there fails `kamailio -c` (the boot test sees the socket in force);
+    - requests received on 5080 skip NAT correction (nat-traversal-role.cfg)."""
+    tree = upstream.tree("kamailio_configs") / "kamailio"
+    assert "insert into dispatcher (setid, destination) select" in (tree / "db_queries_postgres.cfg").read_text()
+    assert 'if ($Rp == "5080")' in (tree / "nat-traversal-role.cfg").read_text()
+    main = (tree / "kamailio.cfg").read_text()
+    assert main.index('include_file "local.cfg"') < main.index('include_file "defs.cfg"')
+    assert "#!trydef KZ_TLS_REGISTRAR_PORT 7000" in (tree / "defs.cfg").read_text()
+    registrar = (tree / "registrar-role.cfg").read_text()
+    host, files = next(proxy_files(stack))
+    for proto in ("UDP", "TCP", "TLS", "WEBSOCKETS"):
+        assert f"$var(port) = KZ_{proto}_REGISTRAR_PORT;" in registrar
+        assert re.search(rf"^#!define KZ_{proto}_REGISTRAR_PORT 5080$", files["local.cfg"], re.M), proto
+    routes = files["custom-routes.cfg"]
+    assert f'modparam("dispatcher", "ds_default_socket", "udp:{host.private_ip}:5080")' in routes
+    assert kamailio_check(trixie, files["local.cfg"], tmp_path / "good", files=files).returncode == 0
+    misspelt = {**files, "custom-routes.cfg": routes.replace("ds_default_socket", "ds_default_sockte")}
+    assert kamailio_check(trixie, files["local.cfg"], tmp_path / "misspelt", files=misspelt).returncode != 0
 
 
 def test_kamailio_waits_for_the_private_address_it_binds():
