@@ -53,8 +53,8 @@ TCP_CHILDREN = 8
 # Processes besides the SIP workers: main, timers, ctl, the 127.0.0.1:5090 listener's
 # socket_workers=5 (default.cfg), the kazoo module's AMQP consumers (MY_AMQP_CONSUMER_PROCESSES 4,
 # MY_AMQP_CONSUMER_WORKERS 16 in defs-amqp.cfg), presence and dispatcher timers, rtimers.
-# Measured with Debian 13's Kamailio 6.0.1 and this tree (8 + 8 workers, four UDP listeners):
-# 95 processes holding 85 PostgreSQL connections once started.
+# Measured with Debian 13's Kamailio 6.0.1 and this tree (8 + 8 workers, five UDP listeners):
+# 103 processes holding 93 PostgreSQL connections once started (8 x 5 + 8 + 55).
 OTHER_PROCESSES = 55
 # Connections per process, with room: sqlops opens its two (`cb`, `exec` in default.cfg) on first
 # use, beside the one usrloc, presence, permissions, dispatcher and htable share.

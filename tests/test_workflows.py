@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -331,3 +332,23 @@ def test_the_ci_scripts_are_shellcheck_clean():
     done = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout
     assert all(os.access(s, os.X_OK) and "set -euo pipefail" in s.read_text() for s in scripts)
+
+
+def dependabot_schema_check(text: str) -> subprocess.CompletedProcess:
+    check = Path(sys.executable).parent / "check-jsonschema"
+    return subprocess.run([str(check), "--builtin-schema", "vendor.dependabot", "--default-filetype", "yaml", "-"], input=text,
+                          capture_output=True, text=True)
+
+
+def test_dependabot_follows_every_pin_and_passes_its_schema():
+    """.github/dependabot.yml: valid against the schema GitHub publishes (vendored by check-jsonschema,
+    so no network), and an update entry for each kind of pin the repository holds."""
+    text = (ROOT / ".github" / "dependabot.yml").read_text()
+    checked = dependabot_schema_check(text)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    wrong = dependabot_schema_check(text.replace("interval: weekly", "interval: hourly"))
+    assert wrong.returncode != 0 and "'hourly' is not one of" in wrong.stdout  # the schema itself bites
+    updates = {(u["package-ecosystem"], u["directory"]) for u in yaml.safe_load(text)["updates"]}
+    pinned = {("pip", "/"): ROOT / "requirements.txt", ("github-actions", "/"): WORKFLOWS,
+              ("npm", "/.ci"): ROOT / ".ci" / "package-lock.json"}
+    assert updates == set(pinned) and all(path.exists() for path in pinned.values())
