@@ -121,9 +121,11 @@ def firewall_matrix(settings: Settings) -> list[Rule]:
         rules.append(Rule(P, "tcp", (5064, 5064), sip, "sip-ws"))
         if settings.sip.tls:  # websockets-role.cfg listens on TLS_WSS only with the TLS role
             rules.append(Rule(P, "tcp", (5065, 5065), sip, "sip-wss"))
+    # FreeSWITCH's own socket is 5080 (core/kamailio.py); 5060 and 7000 stay for the Proxy-Paths of
+    # phones registered before it (until they register again) and for in-dialog requests of old calls.
     rules += _both(P, 5060, M, "sip-from-media")
     rules += _both(P, 7000, M, "sip-alg-from-media")
-    rules += _both(P, 5080, M, "sip-internal-from-media")  # FreeSWITCH's own socket (core/kamailio.py)
+    rules += _both(P, 5080, M, "sip-internal-from-media")
     # Carriers come in through Kamailio, as phones do, and send RTP to FreeSWITCH. Never to
     # FreeSWITCH's SIP port: its profile advertises the private address (sip-ip, ext-sip-ip), so a
     # carrier's ACK and BYE could never reach it (review B6).

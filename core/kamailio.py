@@ -15,8 +15,10 @@ Elastic IP, outside the security groups' peer rules and the dispatcher sets, whe
 aliases FreeSWITCH's Contact to that public address. With its own socket:
 - the dispatcher sends to FreeSWITCH, and probes it, from 5080 (ds_default_socket: the socket of
   every destination without one, kamailio src/modules/dispatcher/dispatch.c pack_dest and the
-  OPTIONS pings); the registrar hands ecallmgr `Proxy-Path: sip:MY_IP_ADDRESS:5080` for every
-  transport (KZ_*_REGISTRAR_PORT, registrar-role.cfg), so FreeSWITCH calls phones through it too;
+  OPTIONS pings), and so does every other initial request from outside, where the tree's routes
+  lose the dispatcher's socket (custom-routes.cfg, review 6 D1); the registrar hands ecallmgr
+  `Proxy-Path: sip:MY_IP_ADDRESS:5080` for every transport (KZ_*_REGISTRAR_PORT,
+  registrar-role.cfg), so FreeSWITCH calls phones through it too;
 - a request that comes in on one socket and leaves on the other gets two Record-Route headers, one
   per side (rr's double RR: src/core/msg_translator.c COND_IF_DIFF_REALMS compares address, port and
   protocol), so FreeSWITCH's in-dialog requests come back to private:5080 and loose_route sends them

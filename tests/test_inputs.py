@@ -239,38 +239,39 @@ def test_a_long_stack_name_that_fits_is_accepted():
     assert run_program(stack_config("hetzner-single"), stack="p" * 63).outputs["hosts"]
 
 
-@pytest.mark.parametrize("layout", ["single", "dual"])
-def test_no_room_for_the_sip_certificate_is_refused_before_any_resource(layout, tmp_path, monkeypatch):
-    """Review 5, B1: without the orchestration the certificate can only travel in user-data, and an
-    AWS host carrying every role has no room for it: refused with one line, not midway through
-    `pulumi up` (16.9 KB measured, tests/test_names.py shows the other cases fit)."""
+@pytest.mark.parametrize("layout,tls", [("single", False), ("dual", False), ("dual", True)])
+def test_aws_hosts_carrying_every_role_need_the_orchestration(layout, tls, tmp_path, monkeypatch):
+    """Without the orchestration, an AWS host carrying every role would carry FreeSWITCH (and the SIP
+    certificate, Monster UI) in user-data: 16.3-16.4 KB of 16, at the edge (review 5, B1: 16.9 KB
+    with a certificate). Refused, always, with one line and before any resource; maximal is fine."""
     from tls_ca import ThrowawayCA
 
-    certificate, key = ThrowawayCA(tmp_path).issue(f"{layout}.aws.voip.example.com", 5)
     registered = []
     original = RecordingMonitor.RegisterResource
     monkeypatch.setattr(RecordingMonitor, "RegisterResource",
                         lambda self, request: (registered.append(request.type), original(self, request))[1])
     base = config_from_stack_file(STACKS / f"Pulumi.aws-{layout}.yaml")
-    message = run_refused(base, {"sip": {"tls": True}, "sipTlsCertificate": certificate, "orchestrate": False},
-                          secrets={"kazoo:sipTlsKey": key})
-    assert message.startswith("kazoo:sip.tls: with orchestrate false") and "\n" not in message
+    overrides, secrets = {"orchestrate": False}, {}
+    if tls:
+        certificate, key = ThrowawayCA(tmp_path).issue(f"{layout}.aws.voip.example.com", 5)
+        overrides.update({"sip": {"tls": True}, "sipTlsCertificate": certificate})
+        secrets = {"kazoo:sipTlsKey": key}
+    message = run_refused(base, overrides, secrets=secrets)
+    assert message.startswith("kazoo:orchestrate: false needs layout maximal on AWS") and "\n" not in message
     assert [t for t in registered if t != "pulumi:pulumi:Stack"] == []
 
 
 def test_user_data_that_would_not_fit_is_refused_before_any_resource(monkeypatch):
     """Each kind of host is rendered at load with random stand-ins of the real lengths for secrets and
-    keys: an AWS host carrying every role, without the orchestration (so FreeSWITCH cannot wait for
-    the push) and with Monster UI, is some 16.5 KB: refused with one line before any resource,
-    instead of failing midway through `pulumi up` in the apply that encodes it."""
+    keys. /etc/hosts names every host of the plan (some 9 bytes each, compressed): an AWS maximal
+    stack of 900 media hosts puts a host over AWS's 16 KB. Refused with one line before any
+    resource, instead of failing midway through `pulumi up` in the apply that encodes it."""
     registered = []
     original = RecordingMonitor.RegisterResource
     monkeypatch.setattr(RecordingMonitor, "RegisterResource",
                         lambda self, request: (registered.append(request.type), original(self, request))[1])
-    base = config_from_stack_file(STACKS / "Pulumi.aws-dual.yaml")
-    ui = {"sources": {"monsterUi": {"url": "https://example.com/monster-ui.tar.gz"}}}
-    message = run_refused(base, {**ui, "orchestrate": False})
-    assert message.startswith("kazoo:layout: the user-data of kazoo2 would not fit: user-data of 16") and "\n" not in message
+    base = config_from_stack_file(STACKS / "Pulumi.aws-maximal.yaml")
+    message = run_refused(base, {"roles": {"media": {"count": 900}}})
+    assert message.startswith("kazoo:layout: the user-data of ") and " would not fit: user-data of " in message
+    assert "\n" not in message
     assert [t for t in registered if t != "pulumi:pulumi:Stack"] == []
-    # with the orchestration, FreeSWITCH comes with the first push and the same stack fits
-    assert run_program({**base, "kazoo:sources": {**base.get("kazoo:sources", {}), **ui["sources"]}}).outputs["hosts"]

@@ -7,9 +7,11 @@ role file are upstream's; only local.cfg is ours, as on a host.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -222,3 +224,90 @@ def test_kamailio_waits_for_the_private_address_it_binds():
     unit = rendered_files(HostContext(host, plan, settings, PUBLIC_IP, SECRETS))["/etc/systemd/system/kamailio.service"][0]
     pre = re.findall(r"^ExecStartPre=(.*)$", unit, re.M)
     assert f'grep -qF "inet {host.private_ip}/"' in pre[0] and pre[1].startswith("/usr/sbin/kamailio -c")
+
+
+# ----- the routing lab: which socket FreeSWITCH is reached from, on Kamailio 6.0.1 ------------------
+
+LAB_FS, LAB_FS2, LAB_PHONE = "10.20.16.10", "10.20.16.11", "10.20.250.10"
+
+
+def routing_lab(root: Path, tmp_path: Path, custom_routes: str, private_ip: str) -> list[dict]:
+    """Kamailio 6.0.1 in a network namespace of its own, listening as an AWS proxy does (private
+    5060 advertising the Elastic IP, private 5080 for FreeSWITCH), with the tree's own pieces that
+    decide the socket: its rr settings (defs.cfg, default.cfg), its dispatcher settings, its
+    DISPATCHER_PREFERRED_ROUTE, its branch route's hook (default.cfg MANAGE_BRANCH calls
+    CUSTOM_BRANCH_HEADERS) and the program's custom-routes.cfg. The request route is the tree's
+    path for an initial request from a phone, cut to those steps (no AMQP, no database)."""
+    tree = upstream.tree("kamailio_configs") / "kamailio"
+    defs, default = (tree / "defs.cfg").read_text(), (tree / "default.cfg").read_text()
+    dispatcher = (tree / "dispatcher-role-6.0.cfg").read_text()
+    rr = [line for line in defs.splitlines() if re.match(r"#!trydef RR_(FULL_LR|DOUBLE_RR|FORCE_SOCKET) ", line)]
+    rr += [line for line in default.splitlines() if line.startswith('modparam("rr"')]
+    flag = next(line for line in default.splitlines() if line.startswith("#!trydef FLAG_INTERNALLY_SOURCED "))
+    keep = ("flags", "use_default", "force_dst", "setid_pvname", "attrs_pvname", "xavp_dst", "xavp_ctx")
+    ds = [line for line in dispatcher.splitlines() if re.match(rf'modparam\("dispatcher", "({"|".join(keep)})"', line)]
+    preferred = re.search(r"^route\[DISPATCHER_PREFERRED_ROUTE\]\n\{.*?^\}", dispatcher, re.M | re.S).group(0)
+    branch = re.search(r"^branch_route\[MANAGE_BRANCH\] \{.*?^\}", default, re.M | re.S).group(0)
+    assert 'route_if_exists("CUSTOM_BRANCH_HEADERS");' in branch
+    branch = branch.replace("#!ifdef NAT_TRAVERSAL_ROLE\n    route(NAT_MANAGE);\n    #!endif\n", "")
+    branch = branch.replace("    route(BRANCH_HEADERS);\n", "")  # auth headers: not about sockets
+    assert branch.count("route(") == 0 and "route_if_exists" in branch, branch
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "dispatcher.list").write_text(f"1 sip:{LAB_FS}:11000\n1 sip:{LAB_FS2}:11000\n")
+    (tmp_path / "custom-routes.cfg").write_text(custom_routes)
+    (tmp_path / "lab.cfg").write_text("\n".join([
+        "#!KAMAILIO", flag, *rr[:3],
+        "debug=2", "log_stderror=yes", "children=1", "auto_aliases=no",
+        f"listen=udp:{private_ip}:5060 advertise {PUBLIC_IP}:5060",
+        f"listen=udp:{private_ip}:5080",
+        *[f'loadmodule "{m}.so"' for m in ("tm", "sl", "rr", "pv", "xlog", "textops", "siputils", "dispatcher", "cfgutils", "tmx")],
+        *rr[3:], *ds,
+        'modparam("dispatcher", "list_file", "/mnt/dispatcher.list")', 'modparam("dispatcher", "ds_ping_interval", 0)',
+        "request_route {",
+        "    if (has_totag()) { if (loose_route()) { t_relay(); exit; } sl_send_reply(\"404\", \"Not here\"); exit; }",
+        "    if (is_method(\"ACK\")) { exit; }",
+        "    record_route();",  # default.cfg PREPARE_INITIAL_REQUESTS
+        '    ds_select_routes("1=0", "2");',  # dispatcher-role: DISPATCHER_FIND_ROUTES
+        "    if ($hdr(X-Preferred) != $null) { $var(prefered_route) = $hdr(X-Preferred); route(DISPATCHER_PREFERRED_ROUTE); }",
+        "    ds_set_dst();",
+        '    t_on_branch("MANAGE_BRANCH");',  # default.cfg RELAY
+        "    t_relay();", "    exit;", "}",
+        preferred, branch, '#!import_file "/mnt/custom-routes.cfg"', ""]))
+    addresses = " && ".join(f"ip addr add {ip}/32 dev lo" for ip in (private_ip, LAB_FS, LAB_FS2, LAB_PHONE))
+    script = (
+        f"ip link set lo up && {addresses} && mount --bind {tmp_path} {root}/mnt && "
+        f"(chroot {root} kamailio -DD -E -f /mnt/lab.cfg > {tmp_path}/kamailio.log 2>&1 &) && sleep 2 && "
+        f"{sys.executable} {Path(__file__).parent / 'sip' / 'route_lab.py'} {private_ip} {PUBLIC_IP} {LAB_FS} {LAB_FS2} {LAB_PHONE}; "
+        "pkill -x kamailio; sleep 0.5"
+    )
+    run = subprocess.run(["unshare", "--net", "--mount", "--fork", "--propagation", "private", "sh", "-c", script],
+                         capture_output=True, text=True, timeout=60)
+    log = (tmp_path / "kamailio.log").read_text() if (tmp_path / "kamailio.log").exists() else ""
+    reports = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    assert len(reports) == 2 and not any("error" in r for r in reports), run.stdout + run.stderr + log[-3000:]
+    return reports
+
+
+def test_every_call_from_a_phone_reaches_freeswitch_from_its_socket_and_hangs_up_both_ways(trixie, tmp_path):
+    """Review 6, D1: on the tree's two paths to a media server (the dispatcher's choice, and
+    DISPATCHER_PREFERRED_ROUTE, which runs after FreeSWITCH's 407 and writes a destination without
+    the dispatcher's socket), the INVITE leaves from private:5080 with two Record-Routes (the phone's
+    side advertises the Elastic IP, FreeSWITCH's is private), FreeSWITCH's BYE comes back to the
+    private address and reaches the phone, and the phone's BYE reaches FreeSWITCH from 5080. With
+    the default socket alone (the first version of the fix), the preferred path leaves from the
+    advertising socket with one Record-Route: FreeSWITCH's BYE would go to the Elastic IP."""
+    host, files = next(proxy_files("aws-maximal"))
+    private = host.private_ip
+    reports = routing_lab(trixie, tmp_path / "fixed", files["custom-routes.cfg"], private)
+    assert reports[1]["media"] == LAB_FS2  # the preferred one (the dispatcher hashes the Call-ID: either)
+    for report in reports:
+        assert report["invite_from"] == [private, 5080], report
+        assert report["record_route"] == [f"<sip:{private}:5080;r2=on;lr=on;ftag=ph1>",  # the phone's From tag
+                                          f"<sip:{PUBLIC_IP};r2=on;lr=on;ftag=ph1>"], report
+        assert report["fs_bye_to"] == [private, 5080], report  # never the Elastic IP
+        assert report["fs_bye_reached_phone_from"] == [private, 5060], report
+        assert report["phone_bye_reached_fs_from"] == [private, 5080], report
+    socket_only = files["custom-routes.cfg"].split("route[CUSTOM_BRANCH_HEADERS]")[0]
+    dispatcher_path, preferred_path = routing_lab(trixie, tmp_path / "socket-only", socket_only, private)
+    assert dispatcher_path["invite_from"] == [private, 5080]
+    assert preferred_path["invite_from"] == [private, 5060] and preferred_path["record_route"] == [f"<sip:{PUBLIC_IP};lr=on;ftag=ph1>"]

@@ -964,6 +964,4 @@ def test_only_aws_hosts_carrying_every_role_defer_freeswitch():
         assert ("install-media.sh" in user_data) is (not deferred), stack
         assert ("KAZOO_DEFERRED=media" in user_data or "KAZOO_DEFERRED='media'" in user_data) is bool(deferred), stack
         assert f"{BOOTSTRAP_DIR}/install-media.sh" in bundle_files(ctx), stack  # the push always carries it
-    off = context("aws-dual", "kazoo1", {"orchestrate": False})
-    assert deferred_roles(off) == () and "install-media.sh" in render_user_data(off)  # nothing would bring it
 

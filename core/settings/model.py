@@ -317,13 +317,15 @@ class Settings(Model):
                 f"{NAMESPACE}:sipTlsCertificate: sip.tls needs the SIP domain's certificate and key: "
                 "pulumi config set --secret kazoo:sipTlsCertificate/-Key < file.pem"
             )
-        if self.sip.tls and not self.orchestrate and self.cloud is Cloud.AWS and self.layout is not Layout.MAXIMAL:
-            # Without the orchestration the certificate can only travel in user-data, and a host
-            # carrying every role has no room for it in AWS's 16 KB (measured: 16.9 KB with a one-
-            # certificate chain): refused here rather than midway through `pulumi up`.
+        if not self.orchestrate and self.cloud is Cloud.AWS and self.layout is not Layout.MAXIMAL:
+            # An AWS host carrying every role takes its FreeSWITCH role, Monster UI and the SIP
+            # certificate from the first config push (core/bootstrap.py deferred_roles). Without the
+            # push all of it is user-data: 16.3 KB of AWS's 16 KB measured with random stand-ins,
+            # within some 80 bytes of the limit, so a longer name or one more range would tip it over
+            # at random. Refused here, always, rather than by the size check's luck.
             raise SettingsError(
-                f"{NAMESPACE}:sip.tls: with orchestrate false the SIP certificate must travel in user-data, and an "
-                "AWS host carrying every role has no room left for it (16 KB): turn orchestrate on, or use maximal"
+                f"{NAMESPACE}:orchestrate: false needs layout maximal on AWS: a host carrying every role does not "
+                "fit AWS's 16 KB of user-data without the first config push (turn orchestrate on, or use maximal)"
             )
         if self.image == "debian-13":
             raise SettingsError(
