@@ -181,6 +181,15 @@ MUTANTS = [
            (RS + "test_a_role_deferred_to_the_first_push_is_installed_and_started_by_it",)),
     Mutant("deferred-role-not-started", R + "apply-config.sh", 'KAZOO_FIRST_BOOT=${first_boot:-${KAZOO_FIRST_BOOT:-}} "$opt/configure.sh"',
            '"$opt/configure.sh"', (RS + "test_a_role_deferred_to_the_first_push_is_installed_and_started_by_it",)),
+    # review 6: FreeSWITCH's own socket (the routing lab runs Kamailio 6.0.1)
+    Mutant("freeswitch-socket-lost-on-preferred-route", T + "kamailio-custom-routes.cfg.j2",
+           '!has_totag()) {\n        $fs = ', '!has_totag()) {\n        $var(unused) = ', ("tests/test_proxy.py",)),
+    Mutant("freeswitch-socket-advertised", T + "kamailio-local.cfg.j2",
+           "listen=udp:{{ kamailio.address }}:{{ kamailio.freeswitch_port }}\n",
+           "listen=udp:{{ kamailio.address }}:{{ kamailio.freeswitch_port }}{{ kamailio.advertise(5080) }}\n",
+           ("tests/test_proxy.py",)),
+    Mutant("freeswitch-port-open-to-phones", C + "firewall.py", 'rules += _both(P, 5080, M, "sip-internal-from-media")',
+           'rules += _both(P, 5080, sip, "sip-internal-from-media")', ("tests/test_firewall.py", "tests/test_policy.py")),
 ]
 
 
