@@ -12,6 +12,7 @@ import ipaddress
 from dataclasses import dataclass, replace
 from typing import Optional, Union
 
+from core.kamailio import FREESWITCH_FACING_PORT
 from core.roles import Role
 from core.settings import WORLD, Settings
 
@@ -36,7 +37,7 @@ INTERNAL_PORTS = {
     "media-proxy": (24517, 24518),
     "fax-proxy": (30950, 30950),
     "freeswitch-sip": (11000, 11001),  # Kamailio and, when listed, carriers only
-    "kamailio-for-freeswitch": (5080, 5080),  # Kamailio's socket facing FreeSWITCH (core/kamailio.py)
+    "kamailio-for-freeswitch": (FREESWITCH_FACING_PORT, FREESWITCH_FACING_PORT),  # Kamailio's socket facing FreeSWITCH (core/kamailio.py)
 }
 # Internal ports are TCP, but for FreeSWITCH's SIP profile (UDP too). RTP (UDP) overlaps some of the
 # ranges above (the media proxy, the Erlang ranges), which is why the protocol matters.
@@ -125,7 +126,7 @@ def firewall_matrix(settings: Settings) -> list[Rule]:
     # phones registered before it (until they register again) and for in-dialog requests of old calls.
     rules += _both(P, 5060, M, "sip-from-media")
     rules += _both(P, 7000, M, "sip-alg-from-media")
-    rules += _both(P, 5080, M, "sip-internal-from-media")
+    rules += _both(P, FREESWITCH_FACING_PORT, M, "sip-internal-from-media")
     # Carriers come in through Kamailio, as phones do, and send RTP to FreeSWITCH. Never to
     # FreeSWITCH's SIP port: its profile advertises the private address (sip-ip, ext-sip-ip), so a
     # carrier's ACK and BYE could never reach it (review B6).

@@ -276,7 +276,9 @@ def routing_lab(root: Path, tmp_path: Path, custom_routes: str, private_ip: str)
     addresses = " && ".join(f"ip addr add {ip}/32 dev lo" for ip in (private_ip, LAB_FS, LAB_FS2, LAB_PHONE))
     script = (
         f"ip link set lo up && {addresses} && mount --bind {tmp_path} {root}/mnt && "
-        f"{{ chroot {root} kamailio -DD -E -f /mnt/lab.cfg > {tmp_path}/kamailio.log 2>&1 & }} && sleep 2 && "
+        f"{{ chroot {root} kamailio -DD -E -f /mnt/lab.cfg > {tmp_path}/kamailio.log 2>&1 & }} && "
+        # ready once both sockets are bound (up to 10 s)
+        "for i in $(seq 100); do [ $(ss -lunH | grep -c ':50[68]0 ') -eq 2 ] && break; sleep 0.1; done && "
         f"{sys.executable} {Path(__file__).parent / 'sip' / 'route_lab.py'} {private_ip} {PUBLIC_IP} {LAB_FS} {LAB_FS2} {LAB_PHONE}; "
         "kill $! && wait $!"  # this Kamailio only: the boot test's hosts run theirs beside it
     )

@@ -341,7 +341,7 @@ def dependabot_schema_check(text: str) -> subprocess.CompletedProcess:
 
 
 def test_dependabot_follows_every_pin_and_passes_its_schema():
-    """.github/dependabot.yml: valid against the schema GitHub publishes (vendored by check-jsonschema,
+    """.github/dependabot.yml: valid against SchemaStore's schema for it (vendored by check-jsonschema,
     so no network), and an update entry for each kind of pin the repository holds."""
     text = (ROOT / ".github" / "dependabot.yml").read_text()
     checked = dependabot_schema_check(text)

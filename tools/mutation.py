@@ -188,8 +188,8 @@ MUTANTS = [
            "listen=udp:{{ kamailio.address }}:{{ kamailio.freeswitch_port }}\n",
            "listen=udp:{{ kamailio.address }}:{{ kamailio.freeswitch_port }}{{ kamailio.advertise(5080) }}\n",
            ("tests/test_proxy.py",)),
-    Mutant("freeswitch-port-open-to-phones", C + "firewall.py", 'rules += _both(P, 5080, M, "sip-internal-from-media")',
-           'rules += _both(P, 5080, sip, "sip-internal-from-media")', ("tests/test_firewall.py", "tests/test_policy.py")),
+    Mutant("freeswitch-port-open-to-phones", C + "firewall.py", 'rules += _both(P, FREESWITCH_FACING_PORT, M, "sip-internal-from-media")',
+           'rules += _both(P, FREESWITCH_FACING_PORT, sip, "sip-internal-from-media")', ("tests/test_firewall.py", "tests/test_policy.py")),
 ]
 
 

@@ -9,7 +9,7 @@ LOG=/var/log/kazoo-bootstrap.log
 rc=0
 cloud-init status --wait >/dev/null || rc=$?
 if [ "$rc" -ne 1 ] && ! sudo -n grep -qE 'bootstrap of [^ ]+ finished$' "$LOG" 2>/dev/null; then
-  echo "cloud-init finished on $(hostname -f), but the Kazoo bootstrap did not (see cloud-init status --long)" >&2
+  echo "cloud-init finished on $(hostname -f), but the Kazoo bootstrap did not, or its log is unreadable (cloud-init status --long)" >&2
   rc=1
 fi
 if [ "$rc" -eq 1 ]; then

@@ -318,14 +318,14 @@ class Settings(Model):
                 "pulumi config set --secret kazoo:sipTlsCertificate/-Key < file.pem"
             )
         if not self.orchestrate and self.cloud is Cloud.AWS and self.layout is not Layout.MAXIMAL:
-            # An AWS host carrying every role takes its FreeSWITCH role, Monster UI and the SIP
-            # certificate from the first config push (core/bootstrap.py deferred_roles). Without the
-            # push all of it is user-data: 16.3 KB of AWS's 16 KB measured with random stand-ins,
-            # within some 80 bytes of the limit, so a longer name or one more range would tip it over
-            # at random. Refused here, always, rather than by the size check's luck.
+            # An AWS host carrying every role takes its FreeSWITCH role and the SIP certificate from
+            # the first config push (core/bootstrap.py deferred_roles). Without the push all of it is
+            # user-data: over AWS's 16 KB since Kamailio's FreeSWITCH socket (custom-routes.cfg), and
+            # within some 80 bytes of it before. Refused here, always, rather than by the size check.
             raise SettingsError(
                 f"{NAMESPACE}:orchestrate: false needs layout maximal on AWS: a host carrying every role does not "
-                "fit AWS's 16 KB of user-data without the first config push (turn orchestrate on, or use maximal)"
+                "fit AWS's 16 KB of user-data without the first config push (turn orchestrate on, or use maximal; "
+                "README: Upgrading an existing stack)"
             )
         if self.image == "debian-13":
             raise SettingsError(

@@ -29,16 +29,27 @@ def headers(msg: str, name: str) -> list[str]:
     return [line.split(":", 1)[1].strip() for line in msg.split("\r\n") if line.lower().startswith(name.lower() + ":")]
 
 
-def receive(sock: socket.socket, start: bytes, seconds: float = 3.0):
+def receive(sock: socket.socket, start: bytes, call: str, seconds: float = 3.0):
+    """The first message of this call starting with `start`; a BYE is answered 200 (as a UA does),
+    so Kamailio stops retransmitting it. Anything of another call is ignored."""
     end = time.time() + seconds
     while time.time() < end:
         try:
             data, source = sock.recvfrom(65535)
         except socket.timeout:
             continue
-        if data.startswith(start):
-            return data.decode(), source
+        msg = data.decode()
+        if data.startswith(start) and headers(msg, "Call-ID") == [call]:
+            if start == b"BYE":
+                sock.sendto(ok(msg).encode(), source)
+            return msg, source
     return None, None
+
+
+def ok(request: str) -> str:
+    """200 OK to `request`, sent back where it came from (RFC 3261 18.2.2, with rport)."""
+    keep = [line for line in request.split("\r\n")[1:] if line.split(":", 1)[0].lower() in ("via", "from", "to", "call-id", "cseq")]
+    return "SIP/2.0 200 OK\r\n" + "\r\n".join(keep) + "\r\nContent-Length: 0\r\n\r\n"
 
 
 def route_target(route: str, proxy: str, eip: str) -> tuple[str, int]:
@@ -60,7 +71,7 @@ def scenario(proxy: str, eip: str, media: list[str], phone_ip: str, preferred: s
     end, invite = time.time() + 3, None
     while invite is None and time.time() < end:
         for ip, sock in fs.items():
-            msg, source = receive(sock, b"INVITE", 0.2)
+            msg, source = receive(sock, b"INVITE", call, 0.2)
             if msg:
                 invite = (ip, sock, msg, source)
                 break
@@ -73,14 +84,14 @@ def scenario(proxy: str, eip: str, media: list[str], phone_ip: str, preferred: s
     sock.sendto((f"SIP/2.0 200 OK\r\n{vias}" + "".join(f"Record-Route: {r}\r\n" for r in rr) +
                  f"From: <sip:200@example.com>;tag=ph1\r\nTo: <sip:100@example.com>;tag=fs1\r\nCall-ID: {call}\r\n"
                  f"CSeq: 1 INVITE\r\nContact: <sip:fs@{ip}:11000>\r\nContent-Length: 0\r\n\r\n").encode(), source)
-    receive(phone, b"SIP/2.0 200", 2)
+    receive(phone, b"SIP/2.0 200", call, 2)
     # FreeSWITCH hangs up: its route set is the Record-Routes in order
     target = route_target(rr[0], proxy, eip) if rr else (proxy, 5060)
     report["fs_bye_to"] = list(target)
     sock.sendto((f"BYE sip:200@{phone_ip}:5062 SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:11000;branch=z9hG4bKb{call[:8]};rport\r\n"
                  f"Max-Forwards: 70\r\nRoute: {', '.join(rr)}\r\nFrom: <sip:100@example.com>;tag=fs1\r\n"
                  f"To: <sip:200@example.com>;tag=ph1\r\nCall-ID: {call}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n").encode(), target)
-    _, source = receive(phone, b"BYE", 2)
+    _, source = receive(phone, b"BYE", call, 2)
     report["fs_bye_reached_phone_from"] = list(source) if source else None
     # the phone's in-dialog request: its route set is the Record-Routes reversed
     back = list(reversed(rr))
@@ -88,7 +99,7 @@ def scenario(proxy: str, eip: str, media: list[str], phone_ip: str, preferred: s
     phone.sendto((f"BYE sip:fs@{ip}:11000 SIP/2.0\r\nVia: SIP/2.0/UDP {phone_ip}:5062;branch=z9hG4bKp{call[:8]};rport\r\n"
                   f"Max-Forwards: 70\r\nRoute: {', '.join(back)}\r\nFrom: <sip:200@example.com>;tag=ph1\r\n"
                   f"To: <sip:100@example.com>;tag=fs1\r\nCall-ID: {call}\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n").encode(), target)
-    _, source = receive(sock, b"BYE", 2)
+    _, source = receive(sock, b"BYE", call, 2)
     report["phone_bye_reached_fs_from"] = list(source) if source else None
     phone.close()
     for s in fs.values():
