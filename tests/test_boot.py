@@ -553,6 +553,29 @@ def test_sip_over_tls_answers_and_a_renewed_certificate_is_reloaded_in_place(clo
     assert serial == "1002" and status.strip() == "SIP/2.0 200 Rawr!!"  # new connections get the new one
 
 
+def test_a_configuration_kamailio_rejects_leaves_the_running_proxy_alone(clouds):
+    """configure.sh asks the real Kamailio 6.0.1 (`kamailio -c`, the unit's own check) before it
+    restarts a running proxy: a local.cfg the tree cannot use fails the run and the old process goes
+    on answering; once the file is right again, the next run restarts it."""
+    cloud, host, planned = proxy(clouds)
+    rendered = "/etc/kazoo-bootstrap/files/etc/kazoo/kamailio/local.cfg"
+
+    def main_pid() -> str:
+        return host.exec("systemctl", "show", "-p", "MainPID", "--value", "kamailio").stdout.strip()
+
+    before = main_pid()
+    assert host.exec("sh", "-c", f"echo listen=NO_SUCH_LISTENER >> {rendered}").returncode == 0
+    bad = host.exec("/opt/kazoo-bootstrap/configure.sh", timeout=180)
+    assert bad.returncode != 0 and "kamailio -c rejects the new configuration" in bad.stdout + bad.stderr, bad.stderr[-2000:]
+    assert main_pid() == before and host.exec("systemctl", "is-active", "kamailio").stdout.strip() == "active"
+    assert cloud.sip(cloud.ns("media1"), planned.private_ip, port=5080) == (1, 1)  # still answering
+    assert host.exec("sed", "-i", "$d", rendered).returncode == 0  # the line goes again
+    good = host.exec("/opt/kazoo-bootstrap/configure.sh", timeout=180)
+    assert good.returncode == 0, good.stderr[-2000:]
+    assert main_pid() != before and host.exec("systemctl", "is-active", "kamailio").stdout.strip() == "active"
+    assert cloud.sip(cloud.ns("media1"), planned.private_ip, port=5080) == (1, 1)
+
+
 def test_only_root_reaches_the_metadata_service(clouds):
     """User-data holds this host's secrets and the metadata service hands it to anyone who asks: after
     the bootstrap, the host firewall lets only root through (nftables output, meta skuid)."""

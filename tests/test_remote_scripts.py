@@ -36,6 +36,7 @@ from core.roles import Role
 from core.orchestration import plan_steps
 from core.plan import plan_hosts
 from core.settings import load_settings
+import upstream
 from fakehost import PROC_WATCH, STUBS, FakeHost, available
 from harness import stack_config
 
@@ -811,6 +812,36 @@ def test_a_failed_restart_stays_pending_and_the_next_push_restarts_it(tmp_path):
                                      "restart kazoo-ecallmgr.service", "reload-or-restart haproxy.service"]
     assert systemd(host)["units"]["haproxy.service"]["active"] == "active"
     assert not list(pending.iterdir())
+
+
+@needs_root
+def test_a_configuration_kamailio_rejects_never_stops_the_running_proxy(tmp_path):
+    """Kamailio's unit checks its configuration only once the old process is stopped: configure.sh
+    asks `kamailio -c` first (stubs/kamailio, as Kamailio answers) and leaves a running proxy alone
+    when it says no, failing the push with the mark kept; the next push restarts it."""
+    ctx = context("aws-maximal", "proxy1")
+    host = push_host(tmp_path, ctx, kazoo_units=())
+    tree = stage(tmp_path, "kamailio.cfg", (upstream.tree("kamailio_configs") / "kamailio/kamailio.cfg").read_text())
+    assert host.run(f"install -D -m 0644 {tree} /etc/kazoo/kamailio/kamailio.cfg").returncode == 0  # the first boot's tree
+    first = host.run(f"{HIDE_UNITS}\n{push_line(ctx, bundle_file(tmp_path, ctx, '1'))}", env=receive_env(ctx))
+    assert first.returncode == 0, first.stderr
+    assert systemd(host)["units"]["kamailio.service"]["active"] == "active"
+    restarts = systemd(host)["jobs"].count("restart kamailio.service")
+    assert restarts == 1 and not any(c.startswith("kamailio -c") for c in host.calls)  # not running yet: nothing to keep
+    changed = context("aws-maximal", "proxy1", {"sip": {"antifloodRequests": 200}})  # a new local.cfg
+    bundle = bundle_file(tmp_path, changed, "2")
+    (host.state / "kamailio-rejects").touch()
+    second = host.run(f"{HIDE_UNITS}\n{push_line(changed, bundle)}", env=receive_env(changed))
+    assert second.returncode != 0
+    assert "kamailio -c rejects the new configuration; the running one stays" in second.stderr + second.stdout
+    assert "kamailio -c -f /etc/kazoo/kamailio/kamailio.cfg -m 256 -M 32" in host.calls
+    assert systemd(host)["jobs"].count("restart kamailio.service") == restarts  # never stopped
+    assert systemd(host)["units"]["kamailio.service"]["active"] == "active"
+    assert "kamailio" in {p.name for p in on_host(tmp_path, f"{STATE_DIR}/pending").iterdir()}
+    (host.state / "kamailio-rejects").unlink()
+    third = host.run(f"{HIDE_UNITS}\n{push_line(changed, bundle)}", env=receive_env(changed))
+    assert third.returncode == 0, third.stderr
+    assert systemd(host)["jobs"].count("restart kamailio.service") == restarts + 1
 
 
 @needs_root

@@ -188,6 +188,8 @@ MUTANTS = [
            "listen=udp:{{ kamailio.address }}:{{ kamailio.freeswitch_port }}\n",
            "listen=udp:{{ kamailio.address }}:{{ kamailio.freeswitch_port }}{{ kamailio.advertise(5080) }}\n",
            ("tests/test_proxy.py",)),
+    Mutant("kamailio-restarted-unchecked", S + "configure.sh", "systemctl is-active --quiet kamailio && ! kamailio_config_ok",
+           "systemctl is-active --quiet kamailio && false", (RS + "test_a_configuration_kamailio_rejects_never_stops_the_running_proxy",)),
     Mutant("freeswitch-port-open-to-phones", C + "firewall.py", 'rules += _both(P, FREESWITCH_FACING_PORT, M, "sip-internal-from-media")',
            'rules += _both(P, FREESWITCH_FACING_PORT, sip, "sip-internal-from-media")', ("tests/test_firewall.py", "tests/test_policy.py")),
 ]
