@@ -71,13 +71,22 @@ def plan_steps(settings: Settings, plan: Plan) -> list[Step]:
     steps: list[Step] = []
     for host in plan.hosts:
         steps.append(Step(f"wait-{host.name}", host, remote_script("wait-for-bootstrap.sh"), after_server=True))
+    # Hosts whose push restarts a shared service (Kamailio, Kazoo, RabbitMQ, CouchDB) take it one
+    # after another, so a change that touches them all never stops a role everywhere at once.
+    # Media hosts push side by side: FreeSWITCH never restarts on a push.
+    previous: dict[str, str] = {}
+    for role in (Role.DATABASE, Role.BROKER, Role.APPLICATION, Role.PROXY):
+        hosts = plan.with_role(role)
+        for before, host in zip(hosts, hosts[1:]):
+            previous.setdefault(host.name, before.name)
     for host in plan.hosts:
+        after = (f"config-{previous[host.name]}",) if host.name in previous else ()
         steps.append(
             Step(
                 f"config-{host.name}",
                 host,
                 remote_script("receive-config.sh"),
-                needs=(f"wait-{host.name}",),
+                needs=(f"wait-{host.name}", *after),
                 stdin=Stdin.BUNDLE,
                 digest_trigger=True,
             )

@@ -69,8 +69,20 @@ def test_wait_also_waits_for_the_public_ip_and_the_data_volume(maximal):
     assert step_deps(maximal, "wait-media1", kinds) == {"media1", "media1-eip"}  # instance, EIP association
 
 
+def test_pushes_that_restart_a_shared_service_go_one_host_at_a_time(maximal):
+    """A change every proxy (or Kazoo, RabbitMQ, CouchDB node) takes restarts them in turn, never
+    all at once: each host's push waits for the previous one's of its role (in the engine's graph,
+    as registered). Media hosts push side by side (FreeSWITCH never restarts on a push)."""
+    for first, second in [("proxy1", "proxy2"), ("app1", "app2"), ("broker1", "broker2"), ("db1", "db2"), ("db2", "db3")]:
+        assert f"config-{first}" in step_deps(maximal, f"config-{second}"), second
+    for host in ("proxy1", "app1", "broker1", "db1", "media1", "media2"):
+        assert step_deps(maximal, f"config-{host}") == {f"wait-{host}"}, host
+    dual = run_stack_file("aws-dual")
+    assert step_deps(dual, "config-kazoo2") == {"wait-kazoo2", "config-kazoo1"}
+
+
 def test_each_step_needs_the_hosts_it_talks_to_and_nothing_more(maximal):
-    assert step_deps(maximal, "config-app2") == {"wait-app2"}
+    assert step_deps(maximal, "config-app2") == {"wait-app2", "config-app1"}  # one after the other
     assert step_deps(maximal, "couchdb-cluster") == {"config-db1", "wait-db2", "wait-db3"}
     # Kazoo starts on each application host once the cluster is formed (review A5)
     assert step_deps(maximal, "kazoo-start-app1") == {"couchdb-cluster", "config-app1"}

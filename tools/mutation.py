@@ -190,6 +190,8 @@ MUTANTS = [
            ("tests/test_proxy.py",)),
     Mutant("kamailio-restarted-unchecked", S + "configure.sh", "systemctl is-active --quiet kamailio && ! kamailio_config_ok",
            "systemctl is-active --quiet kamailio && false", (RS + "test_a_configuration_kamailio_rejects_never_stops_the_running_proxy",)),
+    Mutant("pushes-all-at-once", C + "orchestration.py", "previous.setdefault(host.name, before.name)", "pass",
+           ("tests/test_orchestration.py",)),
     Mutant("freeswitch-port-open-to-phones", C + "firewall.py", 'rules += _both(P, FREESWITCH_FACING_PORT, M, "sip-internal-from-media")',
            'rules += _both(P, FREESWITCH_FACING_PORT, sip, "sip-internal-from-media")', ("tests/test_firewall.py", "tests/test_policy.py")),
 ]
