@@ -564,7 +564,7 @@ def test_a_configuration_kamailio_rejects_leaves_the_running_proxy_alone(clouds)
         return host.exec("systemctl", "show", "-p", "MainPID", "--value", "kamailio").stdout.strip()
 
     before = main_pid()
-    assert host.exec("sh", "-c", f"echo listen=NO_SUCH_LISTENER >> {rendered}").returncode == 0
+    assert host.exec("sh", "-c", f"echo 'loadmodule \"no_such_module.so\"' >> {rendered}").returncode == 0
     bad = host.exec("/opt/kazoo-bootstrap/configure.sh", timeout=180)
     assert bad.returncode != 0 and "kamailio -c rejects the new configuration" in bad.stdout + bad.stderr, bad.stderr[-2000:]
     assert main_pid() == before and host.exec("systemctl", "is-active", "kamailio").stdout.strip() == "active"

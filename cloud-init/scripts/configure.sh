@@ -148,19 +148,36 @@ action_of() {
   esac
 }
 
-# The unit's own check (kamailio.service ExecStartPre), with its settings (/etc/default/kamailio).
+# The unit's own check (kamailio.service ExecStartPre: as kamailio, with /etc/default/kamailio), in
+# a subshell so that the file's assignments stay there. Its last lines are logged when it says no.
 kamailio_config_ok() {
-  local CFGFILE=/etc/kazoo/kamailio/kamailio.cfg SHM_MEMORY=256 PKG_MEMORY=32
-  # shellcheck source=/dev/null
-  [ ! -r /etc/default/kamailio ] || . /etc/default/kamailio
-  kamailio -c -f "$CFGFILE" -m "$SHM_MEMORY" -M "$PKG_MEMORY" >/dev/null 2>&1
+  local out
+  if out=$(
+    CFGFILE=/etc/kazoo/kamailio/kamailio.cfg SHM_MEMORY=256 PKG_MEMORY=32
+    # shellcheck source=/dev/null
+    [ ! -r /etc/default/kamailio ] || . /etc/default/kamailio
+    runuser -u kamailio -- kamailio -c -f "$CFGFILE" -m "$SHM_MEMORY" -M "$PKG_MEMORY" 2>&1
+  ); then
+    return 0
+  fi
+  log "kamailio -c: $(tail -n 3 <<<"$out" | tr '\n' ' ')"
+  return 1
 }
 
 # The order services restart in: data and bus before what uses them.
 ORDER="postgresql couchdb rabbitmq-server haproxy kazoo-applications kazoo-ecallmgr freeswitch kamailio kamailio-tls nginx"
 failed=()
 restarted=" "
+# A running proxy keeps its calls when its new configuration does not pass the unit's check, which
+# runs only once the old process is stopped. Asked before anything restarts: the unit Requires=
+# postgresql, so restarting PostgreSQL restarts Kamailio too (systemd.unit(5)); both wait, marks kept.
+held=""
+if [ -e "$PENDING/kamailio" ] && systemctl is-active --quiet kamailio && ! kamailio_config_ok; then
+  held=" postgresql kamailio "
+  failed+=("kamailio (kamailio -c rejects the new configuration; the running one stays, PostgreSQL's restart waits)")
+fi
 for service in $ORDER; do
+  [[ $held == *" $service "* ]] && continue
   [ -e "$PENDING/$service" ] || continue
   if skipped "$(component_of "$service")"; then
     rm -f "$PENDING/$service"
@@ -181,12 +198,6 @@ for service in $ORDER; do
   # when there is no such unit (systemd 252), which is how a missing FreeSWITCH unit once went unseen.
   if ! systemctl list-unit-files "$service.service" >/dev/null 2>&1; then
     failed+=("$service (no such unit)")
-    continue
-  fi
-  # A running proxy keeps its calls when its new configuration does not parse: the unit checks it
-  # too, but only once the old process is stopped. The mark stays: the next push tries again.
-  if [ "$service" = kamailio ] && systemctl is-active --quiet kamailio && ! kamailio_config_ok; then
-    failed+=("kamailio (kamailio -c rejects the new configuration; the running one stays)")
     continue
   fi
   action=$(action_of "$service")
