@@ -37,7 +37,8 @@ INTERNAL_PORTS = {
     "media-proxy": (24517, 24518),
     "fax-proxy": (30950, 30950),
     "freeswitch-sip": (11000, 11001),  # Kamailio and, when listed, carriers only
-    "kamailio-for-freeswitch": (FREESWITCH_FACING_PORT, FREESWITCH_FACING_PORT),  # Kamailio's socket facing FreeSWITCH (core/kamailio.py)
+    # Kamailio's socket facing FreeSWITCH (core/kamailio.py)
+    "kamailio-for-freeswitch": (FREESWITCH_FACING_PORT, FREESWITCH_FACING_PORT),
 }
 # Internal ports are TCP, but for FreeSWITCH's SIP profile (UDP too). RTP (UDP) overlaps some of the
 # ranges above (the media proxy, the Erlang ranges), which is why the protocol matters.

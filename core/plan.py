@@ -183,11 +183,12 @@ def load_balancer_cidrs(settings: Settings) -> tuple[str, ...]:
 
 
 def load_balancer_subnets(settings: Settings, hosts) -> tuple[tuple[Optional[str], str], ...]:
-    """AWS, when there is a load balancer (load_balancer_cidrs): the ALB's subnets, one in each zone that holds an application host (a target
-    in a zone the balancer is not enabled in gets no traffic: ELB's "Availability Zones" rule), and a
-    second when they all share one (an ALB needs two zones): the plan's next zone, or None for another
-    zone of the region. Each zone keeps its slot of the network's last block (the plan's zone order,
-    the last slot for the region's extra zone), so a zone added later adds a subnet and moves none."""
+    """AWS, when there is a load balancer (load_balancer_cidrs): the ALB's subnets, one in each zone
+    that holds an application host (a target in a zone the balancer is not enabled in gets no
+    traffic: ELB's "Availability Zones" rule), and a second when they all share one (an ALB needs two
+    zones): the plan's next zone, or None for another zone of the region. Each zone keeps its slot of
+    the network's last block (the plan's zone order, the last slot for the region's extra zone), so a
+    zone added later adds a subnet and moves none."""
     if settings.cloud is not Cloud.AWS:
         return ()
     zones = settings.zones

@@ -31,8 +31,6 @@ COMBINED_PREFIX = "kazoo"
 # and the API/UI address ends up in DNS and bookmarks.
 STABLE_PUBLIC_IP_ROLES = frozenset({Role.PROXY, Role.MEDIA, Role.APPLICATION})
 
-# The shared secrets each role's software reads, and nothing more: a host carries the union over its
-# roles, so a compromised SIP proxy holds no CouchDB password and no Erlang cookie.
 # The shared secrets the program generates: name -> length. Alphanumeric only: they land in INI,
 # Erlang args, AMQP URIs and shell env files.
 SECRET_LENGTHS = {
@@ -43,6 +41,8 @@ SECRET_LENGTHS = {
     "kamailio_db_password": 32,  # role "kamailio" of the PostgreSQL beside each Kamailio
 }
 
+# The shared secrets each role's software reads, and nothing more: a host carries the union over its
+# roles, so a compromised SIP proxy holds no CouchDB password and no Erlang cookie.
 ROLE_SECRETS: dict[Role, frozenset[str]] = {
     # the cluster's Erlang cookie (vm.args) and the admin password (pre-hashed in the ini; plain in
     # host.env for the cluster setup and readiness checks)

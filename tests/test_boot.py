@@ -556,24 +556,45 @@ def test_sip_over_tls_answers_and_a_renewed_certificate_is_reloaded_in_place(clo
 def test_a_configuration_kamailio_rejects_leaves_the_running_proxy_alone(clouds):
     """configure.sh asks the real Kamailio 6.0.1 (`kamailio -c`, the unit's own check) before it
     restarts a running proxy: a local.cfg the tree cannot use fails the run and the old process goes
-    on answering; once the file is right again, the next run restarts it."""
+    on answering, its PostgreSQL's pending restart held too (the unit Requires= it: restarting
+    PostgreSQL restarts Kamailio, as the end shows on this systemd); once the file is right again,
+    the next run restarts both."""
     cloud, host, planned = proxy(clouds)
     rendered = "/etc/kazoo-bootstrap/files/etc/kazoo/kamailio/local.cfg"
 
-    def main_pid() -> str:
-        return host.exec("systemctl", "show", "-p", "MainPID", "--value", "kamailio").stdout.strip()
+    def main_pid(unit: str = "kamailio") -> str:
+        return host.exec("systemctl", "show", "-p", "MainPID", "--value", unit).stdout.strip()
 
-    before = main_pid()
+    # Debian's postgresql.service is a oneshot; the server runs in the cluster's postgresql@<ver>-main
+    cluster = host.exec("systemctl", "list-units", "--plain", "--no-legend", "postgresql@*").stdout.split()[0]
+
+    def postgres_pid() -> str:
+        return main_pid(cluster)
+
+    before, database = main_pid(), postgres_pid()
+    assert database not in ("", "0"), cluster
     assert host.exec("sh", "-c", f"echo 'loadmodule \"no_such_module.so\"' >> {rendered}").returncode == 0
+    assert host.exec("touch", "/var/lib/kazoo-bootstrap/pending/postgresql").returncode == 0
     bad = host.exec("/opt/kazoo-bootstrap/configure.sh", timeout=180)
     assert bad.returncode != 0 and "kamailio -c rejects the new configuration" in bad.stdout + bad.stderr, bad.stderr[-2000:]
     assert main_pid() == before and host.exec("systemctl", "is-active", "kamailio").stdout.strip() == "active"
+    assert postgres_pid() == database  # held with it
+    assert host.exec("test", "-e", "/var/lib/kazoo-bootstrap/pending/postgresql").returncode == 0
     assert cloud.sip(cloud.ns("media1"), planned.private_ip, port=5080) == (1, 1)  # still answering
     assert host.exec("sed", "-i", "$d", rendered).returncode == 0  # the line goes again
     good = host.exec("/opt/kazoo-bootstrap/configure.sh", timeout=180)
     assert good.returncode == 0, good.stderr[-2000:]
-    assert main_pid() != before and host.exec("systemctl", "is-active", "kamailio").stdout.strip() == "active"
+    restarted = main_pid()
+    assert restarted != before and postgres_pid() != database
+    assert host.exec("systemctl", "is-active", "kamailio").stdout.strip() == "active"
     assert cloud.sip(cloud.ns("media1"), planned.private_ip, port=5080) == (1, 1)
+    # why PostgreSQL's restart waits with Kamailio's: it takes Kamailio along (systemd.unit(5) Requires=)
+    assert host.exec("systemctl", "restart", "postgresql", timeout=120).returncode == 0
+    # systemctl waits for PostgreSQL's job; Kamailio's (its unit's check first) may still be running
+    waited = host.exec("sh", "-c", "for i in $(seq 60); do [ \"$(systemctl is-active kamailio)\" = active ] && "
+                       "exit 0; sleep 1; done; systemctl status kamailio --no-pager; exit 1", timeout=90)
+    assert waited.returncode == 0, waited.stdout[-2000:]
+    assert main_pid() not in (restarted, "0")
 
 
 def test_only_root_reaches_the_metadata_service(clouds):

@@ -241,8 +241,9 @@ def routing_lab(root: Path, tmp_path: Path, custom_routes: str, private_ip: str)
     tree = upstream.tree("kamailio_configs") / "kamailio"
     defs, default = (tree / "defs.cfg").read_text(), (tree / "default.cfg").read_text()
     dispatcher = (tree / "dispatcher-role-6.0.cfg").read_text()
-    rr = [line for line in defs.splitlines() if re.match(r"#!trydef RR_(FULL_LR|DOUBLE_RR|FORCE_SOCKET) ", line)]
-    rr += [line for line in default.splitlines() if line.startswith('modparam("rr"')]
+    rr_defines = [line for line in defs.splitlines() if re.match(r"#!trydef RR_(FULL_LR|DOUBLE_RR|FORCE_SOCKET) ", line)]
+    rr_params = [line for line in default.splitlines() if line.startswith('modparam("rr"')]
+    assert len(rr_defines) == len(rr_params) == 3
     flag = next(line for line in default.splitlines() if line.startswith("#!trydef FLAG_INTERNALLY_SOURCED "))
     keep = ("flags", "use_default", "force_dst", "setid_pvname", "attrs_pvname", "xavp_dst", "xavp_ctx")
     ds = [line for line in dispatcher.splitlines() if re.match(rf'modparam\("dispatcher", "({"|".join(keep)})"', line)]
@@ -256,12 +257,12 @@ def routing_lab(root: Path, tmp_path: Path, custom_routes: str, private_ip: str)
     (tmp_path / "dispatcher.list").write_text(f"1 sip:{LAB_FS}:11000\n1 sip:{LAB_FS2}:11000\n")
     (tmp_path / "custom-routes.cfg").write_text(custom_routes)
     (tmp_path / "lab.cfg").write_text("\n".join([
-        "#!KAMAILIO", flag, *rr[:3],
+        "#!KAMAILIO", flag, *rr_defines,
         "debug=2", "log_stderror=yes", "children=1", "auto_aliases=no",
         f"listen=udp:{private_ip}:5060 advertise {PUBLIC_IP}:5060",
         f"listen=udp:{private_ip}:5080",
         *[f'loadmodule "{m}.so"' for m in ("tm", "sl", "rr", "pv", "xlog", "textops", "siputils", "dispatcher", "cfgutils", "tmx")],
-        *rr[3:], *ds,
+        *rr_params, *ds,
         'modparam("dispatcher", "list_file", "/mnt/dispatcher.list")', 'modparam("dispatcher", "ds_ping_interval", 0)',
         "request_route {",
         "    if (has_totag()) { if (loose_route()) { t_relay(); exit; } sl_send_reply(\"404\", \"Not here\"); exit; }",

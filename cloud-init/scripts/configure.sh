@@ -148,14 +148,14 @@ action_of() {
   esac
 }
 
-# The unit's own check (kamailio.service ExecStartPre: as kamailio, with /etc/default/kamailio), in
-# a subshell so that the file's assignments stay there. Its last lines are logged when it says no.
+# The unit's own check (kamailio.service ExecStartPre: as kamailio, with /etc/default/kamailio, a
+# file of this role that the files step installs), in a subshell so that the file's assignments stay
+# there. Its last lines are logged when it says no.
 kamailio_config_ok() {
   local out
   if out=$(
-    CFGFILE=/etc/kazoo/kamailio/kamailio.cfg SHM_MEMORY=256 PKG_MEMORY=32
     # shellcheck source=/dev/null
-    [ ! -r /etc/default/kamailio ] || . /etc/default/kamailio
+    . /etc/default/kamailio
     runuser -u kamailio -- kamailio -c -f "$CFGFILE" -m "$SHM_MEMORY" -M "$PKG_MEMORY" 2>&1
   ); then
     return 0
