@@ -157,11 +157,11 @@ def seed_couchdb(host: FakeHost, ctx: HostContext, dbs: int = 25, accounts: tupl
     path.write_text(json.dumps(data))
 
 
-def couchdb_setup(tmp: Path, ctx: HostContext) -> str:
+def couchdb_setup(tmp: Path, ctx: HostContext, etc: str = "/opt/couchdb/etc") -> str:
     """Shell lines that start the fake CouchDB of `ctx` (a host carrying the database role) on
-    127.0.0.1:5984 from its rendered files, as configure.sh and install-database.sh leave them."""
+    127.0.0.1:5984 from its rendered files, as configure.sh and install-database.sh leave them
+    (in `etc`: another directory keeps them out of the way of a push that installs them)."""
     rendered = files(ctx)
-    etc = "/opt/couchdb/etc"
     staged = {name: stage(tmp, f"couchdb/{name}", text) for name, text in (
         ("default.ini", DEFAULT_INI), ("local.ini", "[couchdb]\n[admins]\n"),
         ("10-kazoo.ini", rendered["/opt/couchdb/etc/local.d/10-kazoo.ini"]),
@@ -180,6 +180,18 @@ def couchdb_setup(tmp: Path, ctx: HostContext) -> str:
 
 
 CROSSBAR = f"{PY} {STUBS}/fake_crossbar.py start"
+
+
+def serving_setup(tmp: Path, ctx: HostContext) -> str:
+    """The host's CouchDB and crossbar answering, as after a restart that worked: a later push
+    waits for them before it ends (configure.sh wait_serving), so the next host of the role goes on."""
+    roles = {r.value for r in ctx.host.roles}
+    lines = ["set -e"]
+    if "database" in roles:
+        lines.append(couchdb_setup(tmp, ctx, etc="/var/lib/serving-couchdb/etc"))  # /var: the fake host's overlay
+    if "application" in roles:
+        lines.append(CROSSBAR)
+    return "\n".join(lines)
 COUCH_ENV = {"COUCHDB_API": "http://127.0.0.1:5984", "RETRY_SECONDS": "0"}
 SINGLE = "hetzner-single"  # one host with every role: CouchDB, Kazoo and the rest side by side
 
@@ -713,7 +725,7 @@ def test_config_push_installs_each_file_with_its_owner_and_mode_then_changes_not
         # the ruleset in force is the pushed file's: the file applied anew gives the same listing
         "nft flush ruleset && nft -f /etc/kazoo-bootstrap/files/etc/nftables.conf", nft_lines(tmp_path, "expected"),
     ])
-    run = host.run(command, env=receive_env(ctx))
+    run = host.run(command, env=receive_env(ctx), setup=serving_setup(tmp_path, ctx))
     assert "push1=0" in run.stdout and "push2=0" in run.stdout, run.stdout + run.stderr
     rendered = rendered_files(ctx)
     first, second = stats(run.stdout, "== first"), stats(run.stdout, "== second")
@@ -751,7 +763,7 @@ def test_a_grown_plan_reaches_hosts_and_firewall_and_restarts_nothing(tmp_path):
     b1, b2 = bundle_file(tmp_path, ctx, "1"), bundle_file(tmp_path, grown, "2")
     run = host.run("\n".join([HIDE_UNITS, push_line(ctx, b1), 'echo "push1=$?"', nft_lines(tmp_path, "before"),
                               push_line(ctx, b2), 'echo "push2=$?"', nft_lines(tmp_path, "after")]),
-                   env=receive_env(ctx))
+                   env=receive_env(ctx), setup=serving_setup(tmp_path, ctx))
     assert "push1=0" in run.stdout and "push2=0" in run.stdout, run.stdout + run.stderr
     assert media3.private_ip not in (host.state / "before").read_text()
     assert media3.private_ip in (host.state / "after").read_text()  # in force, not only on disk
@@ -772,7 +784,8 @@ def test_a_file_dropped_from_the_bundle_leaves_the_rendered_tree(tmp_path):
     b1, b2 = bundle_file(tmp_path, with_ui, "1"), bundle_file(tmp_path, without, "2")
     run = host.run(f"{HIDE_UNITS}\n{push_line(with_ui, b1)} && test -f /etc/kazoo-bootstrap/files{site} && "
                    f"test -f {site} && echo 'site installed' && "
-                   f"{push_line(without, b2)} && find /etc/kazoo-bootstrap/files -type f", env=receive_env(without))
+                   f"{push_line(without, b2)} && find /etc/kazoo-bootstrap/files -type f", env=receive_env(without),
+                   setup=serving_setup(tmp_path, without))
     assert run.returncode == 0, run.stderr
     tree = {line.removeprefix("/etc/kazoo-bootstrap/files") for line in run.stdout.splitlines() if line.startswith("/etc/kazoo-bootstrap/")}
     assert tree == set(files(without))
@@ -786,7 +799,7 @@ def test_a_unit_missing_for_an_installed_component_fails_the_push(tmp_path):
     ctx = context("aws-maximal", "app1")
     host = push_host(tmp_path, ctx, kazoo_units=("kazoo-applications",))  # kazoo-ecallmgr.service is missing
     bundle = bundle_file(tmp_path, ctx, "1")
-    run = host.run(f"{HIDE_UNITS}\n{push_line(ctx, bundle)}", env=receive_env(ctx))
+    run = host.run(f"{HIDE_UNITS}\n{push_line(ctx, bundle)}", env=receive_env(ctx), setup=serving_setup(tmp_path, ctx))
     assert run.returncode != 0
     assert "kazoo-ecallmgr (no such unit)" in run.stderr + run.stdout
     assert [j.split()[-1] for j in systemd(host)["jobs"]] == ["haproxy.service", "kazoo-applications.service"]
@@ -799,19 +812,46 @@ def test_a_failed_restart_stays_pending_and_the_next_push_restarts_it(tmp_path):
     host = push_host(tmp_path, ctx)
     bundle = bundle_file(tmp_path, ctx, "1")
     (host.state / "fail-haproxy").touch()
-    first = host.run(f"{HIDE_UNITS}\n{push_line(ctx, bundle)}", env=receive_env(ctx))
+    first = host.run(f"{HIDE_UNITS}\n{push_line(ctx, bundle)}", env=receive_env(ctx), setup=serving_setup(tmp_path, ctx))
     assert first.returncode != 0
     pending = on_host(tmp_path, f"{STATE_DIR}/pending")
     assert {p.name for p in pending.iterdir()} == {"haproxy"}
     assert systemd(host)["units"]["haproxy.service"]["active"] == "failed"
     (host.state / "fail-haproxy").unlink()
     # the same bundle again: no file changes, yet haproxy is restarted, and only haproxy
-    second = host.run(f"{HIDE_UNITS}\n{push_line(ctx, bundle)}", env=receive_env(ctx))
+    second = host.run(f"{HIDE_UNITS}\n{push_line(ctx, bundle)}", env=receive_env(ctx), setup=serving_setup(tmp_path, ctx))
     assert second.returncode == 0, second.stderr
     assert systemd(host)["jobs"] == ["reload-or-restart haproxy.service", "restart kazoo-applications.service",
                                      "restart kazoo-ecallmgr.service", "reload-or-restart haproxy.service"]
     assert systemd(host)["units"]["haproxy.service"]["active"] == "active"
     assert not list(pending.iterdir())
+
+
+@needs_root
+def test_a_push_ends_only_once_couchdb_and_crossbar_serve_again(tmp_path):
+    """The pushes of a role run one host after another; a host's push ends only when its restarted
+    CouchDB answers /_up and its crossbar answers HTTP, so the next host never restarts while this one
+    is still starting. A service that does not come back fails the push, which stops the chain."""
+    ctx = context(SINGLE, "kazoo1")
+    host = push_host(tmp_path, ctx)
+    bundle = bundle_file(tmp_path, ctx, "1")
+    quick = {"SERVE_TRIES": "3", "SERVE_SECONDS": "0"}
+    down = host.run(f"{HIDE_UNITS}\n{push_line(ctx, bundle)}", env=receive_env(ctx, **quick))
+    assert down.returncode != 0
+    out = down.stdout + down.stderr
+    assert "couchdb (restarted, not serving after 0 s)" in out  # nothing answers 5984/_up here
+    assert "kazoo-applications (restarted, not serving" in out
+    # the same push with both answering: no restart left to do, and it ends well
+    changed = context(SINGLE, "kazoo1", {"roles": {"database": {"q": 4}}})  # a new 10-kazoo.ini: CouchDB restarts
+    later = host.run(f"{HIDE_UNITS}\n{push_line(changed, bundle_file(tmp_path, changed, '2'))}",
+                     env=receive_env(changed, **quick), setup=serving_setup(tmp_path, changed))
+    assert later.returncode == 0, later.stdout + later.stderr
+    assert systemd(host)["jobs"].count("restart couchdb.service") == 2
+    # a first boot does not wait: kazoo-first-start.sh does, for Kazoo's first start
+    again = context(SINGLE, "kazoo1", {"roles": {"database": {"q": 8}}})
+    boot = host.run(f"{HIDE_UNITS}\n{push_line(again, bundle_file(tmp_path, again, '3'))}",
+                    env=receive_env(again, KAZOO_FIRST_BOOT="1", **quick))
+    assert boot.returncode == 0, boot.stdout + boot.stderr
 
 
 @needs_root
@@ -948,7 +988,7 @@ def test_a_push_gives_a_host_made_earlier_what_todays_files_need(tmp_path):
         shim.chmod(0o755)
     bundle = bundle_file(tmp_path, ctx, "1")
     run = host.run(f"{HIDE_UNITS}\n{push_line(ctx, bundle)}",
-                   env={**receive_env(ctx), "PATH": f"{shims}:{STUBS}:{REAL_PATH}"})
+                   env={**receive_env(ctx), "PATH": f"{shims}:{STUBS}:{REAL_PATH}"}, setup=serving_setup(tmp_path, ctx))
     assert run.returncode == 0, run.stdout + run.stderr
     assert any(c.startswith("apt-get") and c.endswith(" haproxy") for c in host.calls)
     assert "moving this host's epmd to epmd.socket" in run.stdout + run.stderr

@@ -194,6 +194,8 @@ MUTANTS = [
            ("tests/test_orchestration.py",)),
     Mutant("freeswitch-port-open-to-phones", C + "firewall.py", 'rules += _both(P, FREESWITCH_FACING_PORT, M, "sip-internal-from-media")',
            'rules += _both(P, FREESWITCH_FACING_PORT, sip, "sip-internal-from-media")', ("tests/test_firewall.py", "tests/test_policy.py")),
+    Mutant("push-ends-before-couchdb-serves", S + "configure.sh", 'couchdb) curl -fsS -o /dev/null --max-time 5 http://127.0.0.1:5984/_up ;;',
+           'couchdb) true ;;', (RS + "test_a_push_ends_only_once_couchdb_and_crossbar_serve_again",)),
 ]
 
 

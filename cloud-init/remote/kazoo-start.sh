@@ -11,4 +11,4 @@ touch "$STATE_DIR/couchdb-cluster-ready"
 for unit in kazoo-applications kazoo-ecallmgr; do
   systemctl is-active --quiet "$unit" || touch "$STATE_DIR/pending/$unit"
 done
-"$BOOTSTRAP_DIR/configure.sh"
+KAZOO_FIRST_START=1 "$BOOTSTRAP_DIR/configure.sh"

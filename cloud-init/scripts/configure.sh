@@ -164,6 +164,30 @@ kamailio_config_ok() {
   return 1
 }
 
+# A later push goes on to the next host of the role only once this one serves again (the
+# orchestration chains the pushes of a role; these units are Type=simple, "active" long before):
+# CouchDB answers /_up (200 once its seeds are synced, 404 while seeding; no login with
+# require_valid_user unset: apache/couchdb 3.5.2 chttpd_misc.erl handle_up_req, chttpd_auth.erl),
+# crossbar (a default Kazoo app: kazoo 4.3 kazoo_apps.hrl DEFAULT_KAPPS) answers HTTP on 8000, any
+# status. A first boot and kazoo-start.sh (Kazoo's first start, once the CouchDB cluster is formed)
+# do not wait here: kazoo-first-start.sh waits for that, and longer.
+serving() {
+  case $1 in
+    couchdb) curl -fsS -o /dev/null --max-time 5 http://127.0.0.1:5984/_up ;;
+    kazoo-applications) curl -sS -o /dev/null --max-time 5 http://127.0.0.1:8000/v2/ ;;
+    *) return 0 ;;
+  esac
+}
+wait_serving() {
+  local n
+  [ -z "${KAZOO_FIRST_BOOT:-}${KAZOO_FIRST_START:-}" ] || return 0
+  for ((n = 1; n <= ${SERVE_TRIES:-150}; n++)); do
+    serving "$1" 2>/dev/null && return 0
+    sleep "${SERVE_SECONDS:-2}"
+  done
+  return 1
+}
+
 # The order services restart in: data and bus before what uses them.
 ORDER="postgresql couchdb rabbitmq-server haproxy kazoo-applications kazoo-ecallmgr freeswitch kamailio kamailio-tls nginx"
 failed=()
@@ -213,6 +237,9 @@ for service in $ORDER; do
     log "$action $service"
     rm -f "$PENDING/$service"
     restarted+="$service "
+    if ! wait_serving "$service"; then
+      failed+=("$service (restarted, not serving after $((${SERVE_TRIES:-150} * ${SERVE_SECONDS:-2})) s)")
+    fi
   else
     failed+=("$service")
   fi
