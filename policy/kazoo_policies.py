@@ -132,13 +132,20 @@ def _no_internal_port_from_internet(args: ResourceValidationArgs, report: Report
 
 # Without a policy config (a bare `--policy-pack policy`): SSH never from a range wider than these.
 NO_CONFIG_SSH_PREFIX = {4: 16, 6: 48}
+# A bastion is one machine (or its NAT): entries wider than this allow no SSH.
+BASTION_PREFIX = {4: 24, 6: 56}
+# A range wider than one of these is "the internet" for the API rule: 0.0.0.0/1 + 128.0.0.0/2 + ...
+# opens it as surely as 0.0.0.0/0 (an /8 is the largest block a single organisation holds).
+WORLD_PREFIX = {4: 8, 6: 32}
 
 
 def _ssh_only_from_admin_cidrs(args: ResourceValidationArgs, report: ReportViolation) -> None:
     config = args.get_config()
-    # the admins, and the bastion `pulumi up` jumps through (the stack's ssh.bastion)
-    admin = [ipaddress.ip_network(c, strict=False)
-             for c in [*(config.get("adminCidrs") or []), *(config.get("bastionCidrs") or [])]]
+    # the admins, and the bastion `pulumi up` jumps through (the stack's ssh.bastion: one machine,
+    # so a bastion entry wider than BASTION_PREFIX allows nothing)
+    bastions = [ipaddress.ip_network(c, strict=False) for c in config.get("bastionCidrs") or []]
+    admin = [*(ipaddress.ip_network(c, strict=False) for c in config.get("adminCidrs") or []),
+             *(b for b in bastions if b.prefixlen >= BASTION_PREFIX[b.version])]
     for rule in ingress_rules(args.resource_type, args.props):
         if not rule.covers(22, 22, protocol="tcp"):
             continue
@@ -157,7 +164,8 @@ def _api_open_to_world_only_over_tls(args: ResourceValidationArgs, report: Repor
     for rule in ingress_rules(args.resource_type, args.props):
         for port, what in ((8000, "crossbar"), (80, "Monster UI")):
             if rule.covers(port, port, protocol="tcp") and rule.role == "application":
-                world = [c for c in rule.internet if ipaddress.ip_network(c, strict=False).prefixlen == 0]
+                world = [c for c in rule.internet
+                         if (n := ipaddress.ip_network(c, strict=False)).prefixlen < WORLD_PREFIX[n.version]]
                 if world:
                     report(f"{what} ({port}, plain HTTP) open to {world[0]}: a world-open API must be HTTPS "
                            "(set dns.zone: the cloud's load balancer terminates TLS)")

@@ -146,6 +146,11 @@ def test_a_world_open_api_is_https_only():
     assert violations(name, HC_FIREWALL, hc_firewall("application", ("tcp", "80", ["0.0.0.0/0", "::/0"])))
     assert violations(name, AWS_RULE, aws_rule("application", 8000, "203.0.113.0/24")) == []  # the admins' API
     assert violations(name, AWS_RULE, aws_rule("application", 8000, "10.20.224.0/20")) == []  # the load balancer
+    # the internet in pieces (review 9, 3): every unicast IPv4 address without 0.0.0.0/0
+    pieces = ["0.0.0.0/1", "128.0.0.0/2", "192.0.0.0/3"]
+    assert violations(name, HC_FIREWALL, hc_firewall("application", ("tcp", "8000", pieces)))
+    assert violations(name, AWS_RULE, aws_rule("application", 8000, "2000::/3"))
+    assert violations(name, AWS_RULE, aws_rule("application", 8000, "10.0.0.0/8")) == []  # one organisation's /8
     # a stack that opens its API to the world with dns.zone passes (crossbar behind the balancer)
     result = run_stack_file("aws-maximal", {"dns": {"zone": "aws.voip.example.com"}, "apiCidrs": ["0.0.0.0/0"]})
     for r in result.registrations:
@@ -168,6 +173,9 @@ def test_ssh_from_the_bastion_passes_with_the_pack_told_of_it():
     assert violations(name, AWS_RULE, rule, config={"adminCidrs": ["203.0.113.0/24"]})
     assert violations(name, AWS_RULE, rule, config={"adminCidrs": ["203.0.113.0/24"],
                                                      "bastionCidrs": ["198.51.100.9/32"]}) == []
+    # a "bastion" as wide as the internet allows nothing (review 9, 2)
+    world = aws_rule("proxy", 22, "0.0.0.0/0")
+    assert violations(name, AWS_RULE, world, config={"adminCidrs": ["203.0.113.0/24"], "bastionCidrs": ["0.0.0.0/0"]})
 
 
 def test_protocol_numbers_read_as_their_names():

@@ -775,6 +775,38 @@ def test_a_grown_plan_reaches_hosts_and_firewall_and_restarts_nothing(tmp_path):
 
 
 @needs_root
+def test_a_ruleset_nft_rejects_is_never_installed(tmp_path, monkeypatch):
+    """A ruleset that does not load must not reach /etc/nftables.conf, where nftables.service would
+    load nothing at the next boot (no firewall, the metadata service open to every account). The push
+    fails before any file moves (review 9: an IPv6 %scope once made such a ruleset)."""
+    if shutil.which("nft") is None:
+        pytest.skip("nft not installed (.ci/run installs it)")
+    ctx = context("aws-maximal", "app1")
+    grown = context("aws-maximal", "app1", {"roles": {"media": {"count": 3}}})
+    host = push_host(tmp_path, ctx)
+    b1 = bundle_file(tmp_path, ctx, "1")
+    real = bootstrap.bundle_files
+
+    def broken(c):
+        out = dict(real(c))
+        path = bootstrap.RENDERED_DIR + "/etc/nftables.conf"
+        content, mode = out[path]
+        out[path] = (content.replace("tcp dport 22 accept", "tcp dport 22 acept", 1), mode)
+        return out
+
+    monkeypatch.setattr(bootstrap, "bundle_files", broken)
+    b2 = bundle_file(tmp_path, grown, "2")
+    run = host.run("\n".join([HIDE_UNITS, push_line(ctx, b1), 'echo "push1=$?"', nft_lines(tmp_path, "before"),
+                              push_line(grown, b2), 'echo "push2=$?"', nft_lines(tmp_path, "after")]),
+                   env=receive_env(ctx), setup=serving_setup(tmp_path, ctx))
+    assert "push1=0" in run.stdout and "push2=0" not in run.stdout, run.stdout + run.stderr
+    assert "nft rejects the new firewall ruleset: nothing installed" in run.stdout + run.stderr
+    assert on_host(tmp_path, "/etc/nftables.conf").read_text() == files(ctx)["/etc/nftables.conf"]
+    assert on_host(tmp_path, "/etc/hosts").read_text() == files(ctx)["/etc/hosts"]  # nothing else moved either
+    assert (host.state / "after").read_text() == (host.state / "before").read_text()
+
+
+@needs_root
 def test_a_file_dropped_from_the_bundle_leaves_the_rendered_tree(tmp_path):
     with_ui = context("aws-maximal", "app1", {"sources": {"monsterUi": {"url": "https://example.com/monster-ui.tar.gz"}}})
     without = context("aws-maximal", "app1")

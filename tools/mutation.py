@@ -152,7 +152,7 @@ MUTANTS = [
     Mutant("names-srv-port", C + "names.py", 'transports = [("udp", "_sip._udp", 5060, "SIP+D2U")',
            'transports = [("udp", "_sip._udp", 5061, "SIP+D2U")', ("tests/test_names.py",)),
     Mutant("api-world-open-accepted", C + "settings/model.py",
-           "if _covers_internet(self.effective_api_cidrs) and not self.tls_api:", "if False:",
+           "if open_to_internet(self.effective_api_cidrs) and not self.tls_api:", "if False:",
            ("tests/test_inputs.py", "tests/test_settings.py", "tests/test_names.py")),
     Mutant("volume-unprotected", "components/clouds/base.py", "protect=mode is ScaleDown.PROTECT,", "protect=False,",
            ("tests/test_lifecycle.py", "tests/test_program.py", "tests/test_policy.py")),
@@ -196,6 +196,16 @@ MUTANTS = [
            'rules += _both(P, FREESWITCH_FACING_PORT, sip, "sip-internal-from-media")', ("tests/test_firewall.py", "tests/test_policy.py")),
     Mutant("push-ends-before-couchdb-serves", S + "configure.sh", 'couchdb) curl -fsS -o /dev/null --max-time 5 http://127.0.0.1:5984/_up ;;',
            'couchdb) true ;;', (RS + "test_a_push_ends_only_once_couchdb_and_crossbar_serve_again",)),
+    Mutant("ruleset-installed-unchecked", S + "configure.sh", 'nft -c -f "$FILES/etc/nftables.conf" || die',
+           'true || die', (RS + "test_a_ruleset_nft_rejects_is_never_installed",)),
+    Mutant("cidr-scope-kept", C + "settings/values.py", 'if not re.fullmatch(r"[0-9A-Fa-f:.]+", value):',
+           "if False:", ("tests/test_inputs.py",)),
+    Mutant("bastion-cidr-unbounded", C + "settings/model.py", "if net.prefixlen < BASTION_WIDEST[net.version]:",
+           "if False:", ("tests/test_inputs.py",)),
+    Mutant("internet-only-as-a-whole", C + "settings/values.py",
+           "return any(count > PUBLIC_LIMIT[v] for v, count in covered(cidrs).items())",
+           "return any(count >= 2 ** (32 if v == 4 else 128) for v, count in covered(cidrs).items())",
+           ("tests/test_inputs.py",)),
 ]
 
 

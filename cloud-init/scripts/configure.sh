@@ -78,6 +78,10 @@ install_file() {
   fi
 }
 
+# A ruleset nft cannot load never reaches /etc/nftables.conf: nftables.service would load nothing at
+# the next boot and leave the host open, the metadata service included. Checked before any file moves.
+nft -c -f "$FILES/etc/nftables.conf" || die "nft rejects the new firewall ruleset: nothing installed"
+
 if [ "${1:-}" = firewall ]; then
   install_file "$FILES/etc/nftables.conf"
   nft -f /etc/nftables.conf

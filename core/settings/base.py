@@ -16,9 +16,10 @@ class SettingsError(ValueError):
 
 
 class Model(BaseModel):
-    """Stack keys are camelCase, unknown keys are errors, parsed settings never change."""
+    """Stack keys are camelCase only (a snake_case spelling of a secret key would miss its secret
+    handling: an unknown key instead), unknown keys are errors, parsed settings never change."""
 
-    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=False, frozen=True)
 
 
 class Cloud(str, Enum):

@@ -58,7 +58,7 @@ DEBIAN_IMAGES = ("debian-12", "debian-13")
 
 
 def image_name(value: str) -> str:
-    if value in DEBIAN_IMAGES or (value.startswith("ami-") and len(value) in (12, 21) and value[4:].isalnum()):
+    if value in DEBIAN_IMAGES or (value.startswith("ami-") and len(value) in (12, 21) and value[4:].isascii() and value[4:].isalnum()):
         return value
     raise ValueError(f"{value!r} is not an image the bootstrap supports ({', '.join(DEBIAN_IMAGES)}, or ami-... on AWS)")
 

@@ -22,10 +22,12 @@ from core.settings.layout import (
 )
 from core.settings.sources import Archive, SourcesSettings
 from core.settings.values import (
-    Cidr, DnsName, SshPublicKey, Word, dns_name, host_name, pem_certificate, pem_private_key, ssh_private_key,
+    Cidr, DnsName, SshPublicKey, Word, dns_name, host_name, open_to_internet, pem_certificate, pem_private_key,
+    ssh_private_key,
 )
 
-WORLD_V4, WORLD_V6 = ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")
+# ssh.bastionCidr names one machine (or the NAT in front of it): at most this wide.
+BASTION_WIDEST = {4: 24, 6: 56}
 
 
 class SipSettings(Model):
@@ -74,6 +76,17 @@ class SshSettings(Model):
             parse_bastion(value)
         return value
 
+    @field_validator("bastion_cidr")
+    @classmethod
+    def _bastion_narrow(cls, value: Optional[str]) -> Optional[str]:
+        # Every host accepts SSH from it: a wide range is SSH open to the internet.
+        if value is not None:
+            net = ipaddress.ip_network(value)
+            if net.prefixlen < BASTION_WIDEST[net.version]:
+                raise ValueError(f"{value} is wider than /{BASTION_WIDEST[net.version]}: every host would accept SSH "
+                                 "from all of it; name the bastion's address (or its NAT's)")
+        return value
+
     @field_validator("dial_error_limit")
     @classmethod
     def _bounded(cls, value: int) -> int:
@@ -120,18 +133,19 @@ def parse_bastion(value: str) -> tuple[str, int]:
         if rest and not rest.startswith(":"):
             raise ValueError(f"{value!r} is not host[:port] (an IPv6 address goes in brackets: [2001:db8::1]:22)")
         port_text = rest[1:] if rest else "22"
+        if ":" not in host:
+            raise ValueError(f"{value!r}: brackets hold an IPv6 address")
         try:
-            if ipaddress.ip_address(host).version != 6:
-                raise ValueError
-        except ValueError:
-            raise ValueError(f"{value!r}: brackets hold an IPv6 address") from None
+            host_name(host)  # no %scope, nothing unroutable
+        except ValueError as err:
+            raise ValueError(f"{value!r}: brackets hold an IPv6 address ({err})") from None
     else:
         host, _, port_text = value.partition(":")
         if value.count(":") > 1:
             raise ValueError(f"{value!r}: write an IPv6 bastion in brackets, like [2001:db8::1]:22")
         port_text = port_text if ":" in value else "22"
         host_name(host)
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+    if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
         raise ValueError(f"{value!r} has a port that is not a number from 1 to 65535")
     return host, int(port_text)
 
@@ -232,8 +246,9 @@ class Settings(Model):
     @field_validator("admin_cidrs")
     @classmethod
     def _admin_not_world(cls, value: list[str]) -> list[str]:
-        if _covers_internet(value):
-            raise ValueError(f"{', '.join(value)} open SSH and admin UIs to the whole internet")
+        if open_to_internet(value):
+            raise ValueError(f"{', '.join(value)} open SSH and admin UIs to the whole internet (together more "
+                             "than a /8 of IPv4 or a /32 of IPv6): name your admins' networks")
         return value
 
     @field_validator("carrier_cidrs")
@@ -307,9 +322,16 @@ class Settings(Model):
                 )
         if self.dns.zone and not (self.domain == self.dns.zone or self.domain.endswith("." + self.dns.zone)):
             raise SettingsError(f"{NAMESPACE}:dns.zone: {self.dns.zone} does not hold the domain {self.domain}")
-        if _covers_internet(self.effective_api_cidrs) and not self.tls_api:
+        for carrier in self.carrier_cidrs:
+            if ipaddress.ip_network(carrier).overlaps(ipaddress.ip_network(self.network.cidr)):
+                raise SettingsError(
+                    f"{NAMESPACE}:carrierCidrs: {carrier} overlaps the stack's private network {self.network.cidr}: "
+                    "its hosts would be trusted carriers"
+                )
+        if open_to_internet(self.effective_api_cidrs) and not self.tls_api:
             raise SettingsError(
-                f"{NAMESPACE}:apiCidrs: an API open to the whole internet must be HTTPS: set dns.zone (the "
+                f"{NAMESPACE}:apiCidrs: an API open to the whole internet (more than a /8 of IPv4 or a /32 of "
+                "IPv6) must be HTTPS: set dns.zone (the "
                 "zone holding the domain), which puts crossbar behind the cloud's load balancer with a certificate"
             )
         if self.sip.tls and (self.sip_tls_certificate is None or self.sip_tls_key is None):
@@ -348,7 +370,7 @@ class Settings(Model):
         plain HTTP on the hosts, behind their firewalls)."""
         if self.dns.zone is None:
             return False
-        return self.cloud is Cloud.AWS or _covers_internet(self.effective_api_cidrs)
+        return self.cloud is Cloud.AWS or open_to_internet(self.effective_api_cidrs)
     @property
     def effective_api_cidrs(self) -> list[str]:
         return self.api_cidrs if self.api_cidrs is not None else self.admin_cidrs
@@ -420,13 +442,3 @@ class Settings(Model):
 # cloudposse's DenyNonNitroInstances policy lists it), i3.metal excepted.
 AWS_XEN_FAMILIES = {"t1", "t2", "m1", "m2", "m3", "m4", "c1", "c3", "c4", "r3", "r4", "i2", "i3", "d2", "x1",
                     "x1e", "h1", "g2", "g3", "g3s", "p2", "p3", "f1", "cc2", "cr1", "hs1"}
-
-
-def _covers_internet(cidrs: list[str]) -> bool:
-    """True when the ranges together hold every IPv4 or every IPv6 address (0.0.0.0/1 + 128.0.0.0/1)."""
-    for world in (WORLD_V4, WORLD_V6):
-        nets = [n for n in map(ipaddress.ip_network, cidrs) if n.version == world.version]
-        if nets and list(ipaddress.collapse_addresses(nets)) == [world]:
-            return True
-    return False
-

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from core.settings.base import Model
 from core.settings.values import AptSuite, AptVersion, Sha256, Url
@@ -33,6 +33,14 @@ class PackageSource(Model):
     key: Optional[Url] = Field(default=None, description="URL of the repository's signing key (armoured or binary)")
     version: AptVersion
     suite: AptSuite = "bookworm"
+
+    @field_validator("key")
+    @classmethod
+    def _key_over_https(cls, value: Optional[str]) -> Optional[str]:
+        # The key is what apt trusts: fetched over http, whoever is on the path signs the packages.
+        if value is not None and not value.startswith("https://"):
+            raise ValueError(f"{value} must be an https URL: apt trusts whatever key arrives")
+        return value
 
     @model_validator(mode="after")
     def _repo(self) -> "PackageSource":
@@ -56,6 +64,14 @@ class Archive(Model):
 
     url: Url
     sha256: Optional[Sha256] = None
+
+    @model_validator(mode="after")
+    def _checked(self) -> "Archive":
+        # Without sha256 the program hashes what the URL serves (components/sources.py): over http,
+        # whoever is on the path serves the program and the hosts the same altered tree.
+        if self.sha256 is None and not self.url.startswith("https://"):
+            raise ValueError(f"{self.url} is plain http: give its sha256, or an https URL")
+        return self
 
 
 def _openkazoo(version: str) -> PackageSource:

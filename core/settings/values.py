@@ -40,12 +40,14 @@ def dns_name(value: str, what: str = "a lower-case DNS name like voip.example.co
 
 
 def host_name(value: str) -> str:
-    """A host for a connection: a DNS name or an IP address (v6 without brackets)."""
+    """A host for a connection: a DNS name or an IP address (v6 without brackets, no %scope)."""
     try:
-        ipaddress.ip_address(value)
-        return value
+        address = _address(value)
     except ValueError:
         return dns_name(value, "a host name or an IP address")
+    if _unroutable(ipaddress.ip_network(address)):
+        raise ValueError(f"{_show(value)} is a {_unroutable(ipaddress.ip_network(address))} address, not a host to reach")
+    return value
 
 
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -68,7 +70,7 @@ def server_type(value: str) -> str:
     return value
 
 
-_REGION = re.compile(r"[a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-\d{1,2}")
+_REGION = re.compile(r"[a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-[0-9]{1,2}")
 
 
 def aws_region(value: str) -> str:
@@ -79,7 +81,7 @@ def aws_region(value: str) -> str:
 
 def aws_zone(value: str, region: str) -> str:
     """eu-central-1a, or a Local Zone like us-east-1-bos-1a, in `region`."""
-    if not re.fullmatch(re.escape(region) + r"(?:-[a-z0-9]+-\d+)?[a-z]", value):
+    if not re.fullmatch(re.escape(region) + r"(?:-[a-z0-9]+-[0-9]+)?[a-z]", value):
         raise ValueError(f"zone {_show(value)} is not an availability zone of {region} (like {region}a)")
     return value
 
@@ -87,24 +89,78 @@ def aws_zone(value: str, region: str) -> str:
 # --- addresses ----------------------------------------------------------------------------------
 
 
+def _address(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An IP address in plain ASCII, without an IPv6 %scope: Python keeps any text after the `%`
+    (spaces, `$()`), which would reach nftables and break the whole ruleset."""
+    if not re.fullmatch(r"[0-9A-Fa-f:.]+", value):
+        raise ValueError(f"{_show(value)} is not an IP address")
+    return ipaddress.ip_address(value)
+
+
+# Ranges no traffic from outside comes from: a source list naming one is a mistake, and in carrier
+# lists a hole (loopback or the IPv4-mapped space would make local processes or all of IPv4 trusted).
+_UNROUTABLE = {
+    "unspecified": ("0.0.0.0/8", "::/128"),
+    "loopback": ("127.0.0.0/8", "::1/128"),
+    "link-local": ("169.254.0.0/16", "fe80::/10"),
+    "multicast or reserved": ("224.0.0.0/3", "ff00::/8"),
+    "IPv4-mapped": ("::ffff:0:0/96",),
+}
+
+
+def _unroutable(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> Optional[str]:
+    for kind, ranges in _UNROUTABLE.items():
+        for text in ranges:
+            other = ipaddress.ip_network(text)
+            if other.version == net.version and net.subnet_of(other):
+                return kind
+    return None
+
+
 def cidr(value: str) -> str:
-    """A network in CIDR form with no host bits set; returned in canonical form."""
+    """A network in CIDR form with no host bits set, not in a range no outside traffic comes from;
+    returned in canonical form."""
+    address, slash, length = value.partition("/")
     try:
-        return str(ipaddress.ip_network(value, strict=True))
+        _address(address)
+        if slash and not re.fullmatch(r"[0-9]{1,3}", length):
+            raise ValueError("the prefix length is not a number")
+        net = ipaddress.ip_network(value, strict=True)
     except ValueError as err:
         raise ValueError(f"{_show(value)} is not a CIDR ({err})") from None
+    kind = _unroutable(net)
+    if kind:
+        raise ValueError(f"{_show(value)} is a {kind} range: no traffic from outside comes from it")
+    return str(net)
+
+
+def covered(cidrs: list[str]) -> dict[int, int]:
+    """How many addresses the ranges hold together, per IP version (overlaps counted once)."""
+    nets = [ipaddress.ip_network(c) for c in cidrs]
+    return {v: sum(n.num_addresses for n in ipaddress.collapse_addresses([n for n in nets if n.version == v]))
+            for v in (4, 6)}
+
+
+# More than a /8 of IPv4 or a /32 of IPv6 (one ISP's allocation): as good as the whole internet.
+# (0.0.0.0/1 + 128.0.0.0/2 + 192.0.0.0/3 is every unicast IPv4 address without being 0.0.0.0/0.)
+PUBLIC_LIMIT = {4: 2 ** 24, 6: 2 ** 96}
+
+
+def open_to_internet(cidrs: list[str]) -> bool:
+    return any(count > PUBLIC_LIMIT[v] for v, count in covered(cidrs).items())
 
 
 # --- software sources ---------------------------------------------------------------------------
 
 # What may follow the host in a source URL: path characters only. No query (a `&` broke Monster UI),
 # no fragment, no quote, space, `$`, backtick, `;`, `|`, `{}`, `()`, `<>`, backslash or `*`.
-_URL = re.compile(r"(https?)://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?(/[A-Za-z0-9._~%+/-]*)?")
+_URL = re.compile(r"(https?)://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::([0-9]{1,5}))?(/[A-Za-z0-9._~%+/-]*)?")
 
 
 def url(value: str) -> str:
-    """An http(s) URL of a repository, key or archive. http is allowed: apt checks signatures and
-    every archive is checked against its sha256, so integrity never rests on the transport."""
+    """An http(s) URL of a repository, key or archive. http is allowed for an apt repository (apt
+    checks its signatures) and for an archive given with its sha256; a key and an archive without
+    sha256 need https (core/settings/sources.py)."""
     match = _URL.fullmatch(value)
     if not match or not value.isascii():
         raise ValueError(f"{_show(value)} is not an http(s) URL made of plain path characters (no query, quotes, spaces or shell syntax)")
@@ -121,7 +177,7 @@ def url(value: str) -> str:
 
 
 # Debian version (policy 5.6.12: [epoch:]upstream[-revision]) with apt's `*` glob for pins.
-_VERSION = re.compile(r"(?:\d+:)?[A-Za-z0-9*][A-Za-z0-9.+~*-]*(?:-[A-Za-z0-9.+~*]+)?")
+_VERSION = re.compile(r"(?:[0-9]+:)?[A-Za-z0-9*][A-Za-z0-9.+~*-]*(?:-[A-Za-z0-9.+~*]+)?")
 
 
 def apt_version(value: str) -> str:
