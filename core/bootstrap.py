@@ -275,7 +275,17 @@ def bundle_files(ctx: HostContext) -> dict[str, tuple[str, int]]:
     files.update(
         {RENDERED_DIR + path: (content, int(mode, 8)) for path, (content, mode) in rendered_files(ctx).items()}
     )
+    # host.env as today's plan has it (sources, Monster UI and the API's address, ...): apply-config.sh
+    # puts it in place before any script reads it. (User-data carries it once, in place.)
+    files[RENDERED_DIR + HOST_ENV] = (host_env(ctx), 0o600)
     return dict(sorted(files.items()))
+
+
+HOST_ENV = "/etc/kazoo-bootstrap/host.env"
+
+
+def host_env(ctx: HostContext) -> str:
+    return compact(render_template("host.env.j2", ctx, deferred=" ".join(r.value for r in deferred_roles(ctx))))
 
 
 def config_bundle(ctx: HostContext) -> str:
@@ -314,11 +324,7 @@ def cloud_config(ctx: HostContext) -> dict:
         {"path": "/etc/hosts", "content": rendered["/etc/hosts"][0], "permissions": "0644"},
         {"path": RENDERED_DIR + "/etc/hosts", "content": rendered["/etc/hosts"][0],
          "permissions": rendered["/etc/hosts"][1]},
-        {
-            "path": "/etc/kazoo-bootstrap/host.env",
-            "content": compact(render_template("host.env.j2", ctx, deferred=" ".join(r.value for r in deferred))),
-            "permissions": "0600",
-        },
+        {"path": HOST_ENV, "content": host_env(ctx), "permissions": "0600"},
     ]
     files += [{"path": path, "content": text, "permissions": "0755"}
               for path, text in script_files(host, without=deferred).items()]

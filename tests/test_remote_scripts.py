@@ -664,12 +664,12 @@ def owner(path: str) -> str:
 
 
 def push_host(tmp: Path, ctx: HostContext, kazoo_units: tuple = ("kazoo-applications", "kazoo-ecallmgr"),
-              cluster_ready: bool = True) -> FakeHost:
+              cluster_ready: bool = True, units: str = UNITS) -> FakeHost:
     """A host as its first boot leaves it before the push: the service accounts, the packages'
-    units and kazoo-configs' units (install-application.sh puts them in /etc/systemd/system).
+    units (`units`) and kazoo-configs' units (install-application.sh puts them in /etc/systemd/system).
     `cluster_ready`: the orchestration's kazoo-start step has run (the CouchDB cluster is formed)."""
     host = fake_host(tmp, ctx)
-    (host.state / "units").write_text(UNITS)
+    (host.state / "units").write_text(units)
     units = " ".join(f"/etc/systemd/system/{u}.service" for u in kazoo_units)
     ready = f" && mkdir -p {STATE_DIR} && touch {STATE_DIR}/couchdb-cluster-ready" if cluster_ready else ""
     # today's first boot started the host's one epmd (lib.sh ensure_epmd)
@@ -729,7 +729,9 @@ def test_config_push_installs_each_file_with_its_owner_and_mode_then_changes_not
     assert "push1=0" in run.stdout and "push2=0" in run.stdout, run.stdout + run.stderr
     rendered = rendered_files(ctx)
     first, second = stats(run.stdout, "== first"), stats(run.stdout, "== second")
-    assert set(first) == set(rendered)
+    assert set(first) == set(rendered) | {bootstrap.HOST_ENV}  # host.env travels with every push
+    assert first[bootstrap.HOST_ENV][:2] == ("root:root", "600")
+    assert on_host(tmp_path, bootstrap.HOST_ENV).read_text() == bootstrap.host_env(ctx)
     secrets = set(SECRETS.values())
     for path, (content, mode) in rendered.items():
         who, got_mode = first[path][0], first[path][1]
@@ -806,21 +808,98 @@ def test_a_ruleset_nft_rejects_is_never_installed(tmp_path, monkeypatch):
     assert (host.state / "after").read_text() == (host.state / "before").read_text()
 
 
+# Monster UI's js/config.js as its tree has it (2600hz/monster-ui src/js/config.js: `api: { default:
+# 'http://localhost:8000/v2/' ...}`), in a tarball with one top folder like a GitHub archive.
+MONSTER_CONFIG_JS = "define(function(require){\n\treturn {\n\t\tapi: {\n\t\t\tdefault: 'http://localhost:8000/v2/' // could be formatted like http://api.server.net:8000/v2/\n\t\t}\n\t};\n});\n"
+
+
+def monster_ui_archive(tmp: Path) -> tuple[Path, str]:
+    import io
+    import tarfile
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        for name, text in (("monster-ui/index.html", "<html></html>\n"), ("monster-ui/js/config.js", MONSTER_CONFIG_JS)):
+            info = tarfile.TarInfo(name)
+            info.size = len(text.encode())
+            tar.addfile(info, io.BytesIO(text.encode()))
+    path = tmp / "monster-ui.tar.gz"
+    path.write_bytes(raw.getvalue())
+    return path, hashlib.sha256(raw.getvalue()).hexdigest()
+
+
+def monster_ui_shims(tmp: Path, host: FakeHost, archive: Path, nginx_installed: bool) -> dict:
+    """PATH for a push that installs Monster UI without a network: dpkg-query says nginx is missing
+    until apt-get installs it (which adds its unit), curl serves `archive`."""
+    shims = tmp / "shims"
+    shims.mkdir()
+    if nginx_installed:
+        (host.state / "nginx-installed").touch()
+    (shims / "dpkg-query").write_text(
+        '#!/bin/bash\nif [ "${*: -1}" = nginx ]; then [ -e "$STUB_STATE/nginx-installed" ] && '
+        'echo "install ok installed" && exit 0; exit 1; fi\nexec /usr/bin/dpkg-query "$@"\n')
+    (shims / "apt-get").write_text(
+        '#!/bin/bash\necho "apt-get $*" >> "$STUB_STATE/calls.log"\n'
+        'if [[ " $* " == *" nginx "* ]]; then touch "$STUB_STATE/nginx-installed"; echo nginx.service >> "$STUB_STATE/units"; fi\n')
+    (shims / "curl").write_text(
+        '#!/bin/bash\nout="" url=""\nwhile [ $# -gt 0 ]; do case $1 in -o) out=$2; shift 2 ;; -*) shift ;; *) url=$1; shift ;; esac; done\n'
+        f'echo "curl $url" >> "$STUB_STATE/calls.log"\n[ -n "$out" ] && cp {archive} "$out" || exec /usr/bin/curl "$@"\n')
+    for shim in shims.iterdir():
+        shim.chmod(0o755)
+    return {"PATH": f"{shims}:{STUBS}:{REAL_PATH}"}
+
+
+@needs_root
+def test_monster_ui_added_to_a_running_stack_is_installed_by_the_push_and_follows_the_api(tmp_path):
+    """Review 9 (names): Monster UI turned on for a running stack came as an nginx site for an nginx
+    never installed (the push failed: no such unit), and config.js kept the API address of the first
+    boot when dns.zone came later. The push now installs nginx and the build, and rewrites the address."""
+    archive, sha = monster_ui_archive(tmp_path)
+    ui = {"monsterUi": {"url": "https://example.com/monster-ui.tar.gz", "sha256": sha}}
+    without = context("aws-maximal", "app1")
+    with_ui = context("aws-maximal", "app1", {"sources": ui})
+    with_names = context("aws-maximal", "app1", {"sources": ui, "dns": {"zone": "voip.example.com"}})
+    host = push_host(tmp_path, without, units=UNITS.replace("nginx\n", ""))  # made before Monster UI: no nginx
+    env = monster_ui_shims(tmp_path, host, archive, nginx_installed=False)
+    config_js = on_host(tmp_path, "/var/www/monster-ui/js/config.js")
+
+    def push(ctx, name):
+        run = host.run(f"{HIDE_UNITS}\n{push_line(ctx, bundle_file(tmp_path, ctx, name))}",
+                       env={**receive_env(ctx), **env}, setup=serving_setup(tmp_path, ctx))
+        assert run.returncode == 0, run.stdout + run.stderr
+        return run
+
+    push(without, "1")
+    assert not config_js.exists() and not any(c.startswith("apt-get") for c in host.calls)
+    push(with_ui, "2")
+    assert any(c.startswith("apt-get") and c.endswith(" nginx") for c in host.calls)
+    assert host.calls.count("curl https://example.com/monster-ui.tar.gz") == 1
+    assert "default: 'http://198.51.100.7:8000/v2/'" in config_js.read_text()  # this host's public address
+    assert "reload-or-restart nginx.service" in systemd(host)["jobs"]
+    # dns.zone: the API moves behind the load balancer; the same build is not fetched again
+    push(with_names, "3")
+    assert f"default: 'https://api.{with_names.settings.domain}/v2/'" in config_js.read_text()
+    assert host.calls.count("curl https://example.com/monster-ui.tar.gz") == 1
+    assert on_host(tmp_path, "/etc/kazoo-bootstrap/host.env").read_text() == bootstrap.host_env(with_names)
+
+
 @needs_root
 def test_a_file_dropped_from_the_bundle_leaves_the_rendered_tree(tmp_path):
-    with_ui = context("aws-maximal", "app1", {"sources": {"monsterUi": {"url": "https://example.com/monster-ui.tar.gz"}}})
+    archive, sha = monster_ui_archive(tmp_path)
+    with_ui = context("aws-maximal", "app1", {"sources": {"monsterUi": {"url": "https://example.com/monster-ui.tar.gz",
+                                                                        "sha256": sha}}})
     without = context("aws-maximal", "app1")
     site = "/etc/nginx/sites-enabled/monster-ui.conf"
     assert site in files(with_ui) and site not in files(without)
     host = push_host(tmp_path, without)
+    shims = monster_ui_shims(tmp_path, host, archive, nginx_installed=True)
     b1, b2 = bundle_file(tmp_path, with_ui, "1"), bundle_file(tmp_path, without, "2")
     run = host.run(f"{HIDE_UNITS}\n{push_line(with_ui, b1)} && test -f /etc/kazoo-bootstrap/files{site} && "
                    f"test -f {site} && echo 'site installed' && "
-                   f"{push_line(without, b2)} && find /etc/kazoo-bootstrap/files -type f", env=receive_env(without),
+                   f"{push_line(without, b2)} && find /etc/kazoo-bootstrap/files -type f", env={**receive_env(without), **shims},
                    setup=serving_setup(tmp_path, without))
     assert run.returncode == 0, run.stderr
     tree = {line.removeprefix("/etc/kazoo-bootstrap/files") for line in run.stdout.splitlines() if line.startswith("/etc/kazoo-bootstrap/")}
-    assert tree == set(files(without))
+    assert tree == set(files(without)) | {bootstrap.HOST_ENV}
     # the installed copy goes too (nginx would otherwise go on serving the removed Monster UI)
     assert "site installed" in run.stdout and f"removed {site}" in run.stdout
     assert not on_host(tmp_path, site).exists()

@@ -18,6 +18,12 @@ if [ -d "$etc/files" ]; then mv "$etc/files" "$etc/files.old"; fi
 mv "$etc/files.new" "$etc/files"
 rm -rf "$etc/files.old"
 
+# This host's values as today's plan has them (host.env: sources, Monster UI, the API's address),
+# in place before any script reads them. (A bundle of an older program has none: the old one stays.)
+if [ -f "$etc/files$etc/host.env" ] && ! cmp -s "$etc/files$etc/host.env" "$etc/host.env"; then
+  install -m 0600 -o root -g root "$etc/files$etc/host.env" "$etc/host.env"
+fi
+
 # The bundle's own lib.sh, now in place: its paths (STATE_DIR, LOG), once, load_env.
 # shellcheck source=../scripts/lib.sh
 . "$opt/lib.sh"

@@ -50,14 +50,4 @@ else
   systemctl daemon-reload
 fi
 
-if [ -n "${MONSTER_UI_URL:-}" ]; then
-  apt_install nginx
-  fetch_archive monster_ui /var/www/monster-ui
-  # The browser calls crossbar itself: api.default is the API's address (https://api.<domain>/v2/
-  # behind the load balancer with dns.zone, else this host's public address).
-  config=/var/www/monster-ui/js/config.js
-  [ -f "$config" ] || die "the Monster UI archive has no js/config.js"
-  sed -i -E "s#(default: )'[^']*'#\1'${MONSTER_UI_API}'#" "$config"
-  grep -qF "default: '${MONSTER_UI_API}'" "$config" || die "could not set api.default in $config"
-  rm -f /etc/nginx/sites-enabled/default
-fi
+[ -z "${MONSTER_UI_URL:-}" ] || install_monster_ui

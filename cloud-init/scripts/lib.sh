@@ -186,6 +186,29 @@ fetch_archive() {
   rm -f "$tmp"
 }
 
+# Monster UI (sources.monsterUi) on an application host: nginx, the archive (again when its sha256
+# changes), and the API's address in js/config.js: the browser calls crossbar itself, at
+# https://api.<domain>/v2/ behind the load balancer with dns.zone, else at this host's public address.
+# Run by the first boot and by every push (upgrade-host.sh), so a stack that adds Monster UI, moves
+# to a new build or switches dns.zone later gets it. Safe to repeat.
+install_monster_ui() {
+  local dir=/var/www/monster-ui mark="$STATE_DIR/monster-ui.sha256"
+  local config=$dir/js/config.js
+  apt_install nginx
+  if [ "$(cat "$mark" 2>/dev/null)" != "$MONSTER_UI_SHA256" ] || [ ! -f "$config" ]; then
+    fetch_archive monster_ui "$dir"
+    [ -f "$config" ] || die "the Monster UI archive has no js/config.js"
+    printf '%s\n' "$MONSTER_UI_SHA256" > "$mark"
+    log "Monster UI from $MONSTER_UI_URL"
+  fi
+  if ! grep -qF "default: '${MONSTER_UI_API}'" "$config"; then
+    sed -i -E "s#(default: )'[^']*'#\1'${MONSTER_UI_API}'#" "$config"
+    grep -qF "default: '${MONSTER_UI_API}'" "$config" || die "could not set api.default in $config"
+    log "Monster UI calls the API at $MONSTER_UI_API"
+  fi
+  rm -f /etc/nginx/sites-enabled/default
+}
+
 # The private interface may appear after boot (Hetzner attaches networks late): wait for our IP.
 wait_for_private_ip() {
   local n
