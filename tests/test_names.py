@@ -54,6 +54,30 @@ def test_every_lasting_address_has_a_name_and_its_reverse(stack):
         assert any(d.endswith(f"dns-{name}-a") for d in reverse[host["fqdn"]].dependencies), name
 
 
+def test_hetzner_looks_its_zone_up_and_refuses_a_secondary_one(monkeypatch):
+    """Review 9: the zone went straight to the record sets, so one the Cloud API does not hold failed
+    mid-`up`, after the servers. It is looked up first; a secondary zone takes no record sets."""
+    import pulumi
+
+    from tools.mock_engine import Mocks
+
+    lookups = []
+    real = Mocks.call
+
+    def call(self, args):
+        if args.token == "hcloud:index/getZone:getZone":
+            lookups.append(args.args.get("name"))
+            return {"id": 4711, "name": args.args.get("name"), "mode": "secondary", "ttl": 3600, "labels": {}}
+        return real(self, args)
+
+    monkeypatch.setattr(Mocks, "call", call)
+    with pytest.raises(pulumi.RunError) as raised:
+        with_names("hetzner-single")
+    assert lookups == ["hetzner.voip.example.com"]  # once, for every record set
+    message = str(raised.value)
+    assert message.startswith("kazoo:dns.zone: hetzner.voip.example.com is a secondary zone") and "\n" not in message
+
+
 @pytest.mark.parametrize("stack", STACKS)
 def test_the_sip_domain_leads_to_every_proxy(stack):
     result = with_names(stack)

@@ -163,6 +163,9 @@ class Mocks(pulumi.runtime.Mocks):
             # as AWS answers for ap-northeast-1: zone letters are not always a, b, c
             letters = "acd" if region == "ap-northeast-1" else "abc"
             return {"names": [f"{region}{x}" for x in letters], "zoneIds": [], "id": region}
+        if args.token == "hcloud:index/getZone:getZone":
+            # a primary zone of the token's project, as the Cloud API answers (docs.hetzner.cloud: zones)
+            return {"id": 4711, "name": args.args.get("name"), "mode": "primary", "ttl": 3600, "labels": {}}
         if args.token == "aws:route53/getZone:getZone":
             return {"zoneId": "Z0MOCKZONE", "name": args.args.get("name"), "id": "Z0MOCKZONE"}
         if args.token == "aws:ec2/getAmi:getAmi":

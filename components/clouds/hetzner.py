@@ -186,10 +186,22 @@ class HetznerSeam(CloudSeam):
 
     # ----- names (dns.zone): Hetzner DNS zones (RRsets), reverse DNS, a load balancer ------------
 
+    _zone: Optional[pulumi.Output[str]] = None
+
+    def _zone_name(self, zone: str) -> pulumi.Output[str]:
+        """The zone as the Cloud API has it, looked up once, so a zone outside the token's project or
+        still in the old DNS Console (which the Cloud API does not see until migrated) fails the
+        preview instead of the first record set, after the servers (terraform-provider-hcloud
+        internal/zonerrset writes through the Cloud API's zone), and a secondary zone, which takes
+        no record sets, is refused with one line."""
+        if self._zone is None:
+            self._zone = hcloud.get_zone_output(name=zone).apply(lambda found: _primary_zone(found, zone))
+        return self._zone
+
     def dns_address(self, zone, fqdn, address, key, parent) -> pulumi.Resource:
         return hcloud.ZoneRrset(
             f"dns-{key}-a",
-            zone=zone,
+            zone=self._zone_name(zone),
             name=relative(fqdn, zone),
             type="A",
             ttl=TTL,
@@ -201,7 +213,7 @@ class HetznerSeam(CloudSeam):
     def dns_record_set(self, zone, records, parent) -> pulumi.Resource:
         return hcloud.ZoneRrset(
             f"dns-{records.key}",
-            zone=zone,
+            zone=self._zone_name(zone),
             name=relative(records.name, zone),
             type=records.type,
             ttl=TTL,
@@ -278,3 +290,10 @@ class HetznerSeam(CloudSeam):
                 opts=self.opts(parent),
             ))
         return WebEndpoint(resources=resources, ipv4=lb.ipv4, ui_port=UI_PORT if names.ui else 443)
+
+
+def _primary_zone(found: hcloud.GetZoneResult, zone: str) -> str:
+    if found.mode != "primary":
+        raise pulumi.RunError(f"kazoo:dns.zone: {zone} is a {found.mode} zone in Hetzner DNS: "
+                              "records are written to a primary zone only")
+    return found.name or zone
