@@ -450,6 +450,9 @@ def test_postgresql_holds_the_schema_and_has_room_for_every_kamailio_process(clo
     assert 0 < used < limit and processes > 40
     journal = host.exec("journalctl", "--no-pager", "-b").stdout
     assert "remaining connection slots are reserved" not in journal
+    # Kamailio's database is for Kamailio on this host: PostgreSQL listens on loopback only
+    listening = {line.split()[3] for line in host.exec("ss", "-Hltn", "sport = :5432").stdout.splitlines()}
+    assert listening and listening <= {"127.0.0.1:5432", "[::1]:5432"}, listening
 
 
 def test_the_proxy_is_connected_to_the_broker(clouds):

@@ -116,6 +116,10 @@ def test_haproxy_config_is_valid(stack, host, tmp_path):
     path.write_text(files_of(stack, host)["/etc/haproxy/haproxy.cfg"])
     run = subprocess.run([haproxy, "-c", "-f", str(path)], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
+    # HAProxy is for this host's own Kazoo and FreeSWITCH: loopback only (no CouchDB-with-the-
+    # admin-password port on the network, were nftables ever off)
+    binds = re.findall(r"^\s*bind\s+(\S+)", path.read_text(), re.M)
+    assert binds and all(b.startswith("127.0.0.1:") for b in binds), binds
 
 
 @pytest.mark.parametrize("stack", STACKS)
@@ -131,6 +135,10 @@ def test_nftables_rulesets_are_valid(stack, tmp_path):
 def test_nftables_default_drop_and_public_ports():
     ruleset = files_of("aws-maximal", "media1")["/etc/nftables.conf"]
     assert "policy drop;" in ruleset
+    for hook in ("input", "forward"):  # nothing routed through a host either
+        assert re.search(rf"type filter hook {hook} priority \S+; policy drop;", ruleset), hook
+    # DHCP answers only: from a server's port 67 (the cloud's DHCP keeps the address leased)
+    assert [l.split(" comment")[0].strip() for l in ruleset.splitlines() if "dport 68" in l] == ["udp sport 67 udp dport 68 accept"]
     assert re.search(r"ip saddr \{ 0\.0\.0\.0/0 \} udp dport 16384-32768 accept", ruleset)
     assert re.search(r"ip saddr \{ 203\.0\.113\.0/24 \} tcp dport 22 accept", ruleset)
     assert "dport 5984" not in ruleset  # a media host runs no CouchDB
@@ -246,6 +254,13 @@ def test_rabbitmq_accepts_rendered_config_and_credentials(tmp_path):
         assert bad.returncode != 0  # never guest
         plugins = subprocess.run([*ctl, "status"], env=env, capture_output=True, text=True).stdout
         assert "rabbitmq_consistent_hash_exchange" in plugins and "rabbitmq_management" in plugins
+        # what it listens on is what the firewall matrix opens to the broker, and nothing else
+        diagnostics = [str(bin_dir / "rabbitmq-diagnostics"), "-n", "kazootest@localhost", "listeners"]
+        listed = subprocess.run(diagnostics, env=env, capture_output=True, text=True).stdout
+        ports = {int(p) for p in re.findall(r"port: (\d+), protocol: (?:amqp|http)", listed)}
+        from core.firewall import firewall_matrix, rules_for
+        opened = {r.ports[0] for r in rules_for(firewall_matrix(load_settings(stack_config(MAXIMAL))), Role.BROKER)}
+        assert ports == {5672, 15672} and ports <= opened, (listed, opened)
     finally:
         subprocess.run([*ctl, "stop"], env=env, capture_output=True, timeout=60)
         server.wait(timeout=30)

@@ -145,6 +145,9 @@ REFUSED = [
     (HETZNER, {"sources": {"kazoo": {"version": "\u0661:4.4.0"}}}, "kazoo:sources.kazoo.version"),
     (AWS, {"image": "ami-\uff41\uff42\uff43\uff44\uff45\uff46\uff47\uff48"}, "kazoo:image"),
     (HETZNER, {"ssh": {"bastion": "bastion.example.com:\uff12\uff12"}}, "kazoo:ssh.bastion"),
+    # ... just past the edges (review 9: loosened bounds went unseen)
+    (HETZNER, {"ssh": {"dialErrorLimit": 241}}, "kazoo:ssh.dialErrorLimit"),
+    (HETZNER, {"ssh": {"dialErrorLimit": 0}}, "kazoo:ssh.dialErrorLimit"),
     # ... a signing key over http (apt trusts it), an http archive with no sha256
     (HETZNER, {"sources": {"couchdb": {"key": "http://mirror.example.com/keys.asc"}}}, "kazoo:sources.couchdb.key"),
     (HETZNER, {"sources": {"kazooConfigs": {"url": "http://mirror.example.com/kazoo-configs.tar.gz"}}},
@@ -190,6 +193,7 @@ SECRET_VALUE = "12345678901234"
 @pytest.mark.parametrize("secrets,key", [
     ({"kazoo:masterPassword": "short"}, "kazoo:masterPassword"),
     ({"kazoo:masterPassword": SECRET_VALUE + "\x07bell"}, "kazoo:masterPassword"),
+    ({"kazoo:masterPassword": "Abcdefgh123"}, "kazoo:masterPassword"),  # 11: one short of the minimum
     # snake_case spellings are unknown keys, not secrets parsed as JSON and echoed (review 9, 4)
     ({"kazoo:master_password": SECRET_VALUE}, "kazoo:master_password"),
     ({"kazoo:sip_tls_key": '{"k": "' + SECRET_VALUE + '"}'}, "kazoo:sip_tls_key"),
@@ -309,3 +313,11 @@ def test_user_data_that_would_not_fit_is_refused_before_any_resource(monkeypatch
     assert message.startswith("kazoo:layout: the user-data of ") and " would not fit: user-data of " in message
     assert "\n" not in message
     assert [t for t in registered if t != "pulumi:pulumi:Stack"] == []
+
+
+def test_the_edges_themselves_are_accepted():
+    """The bounds refused just past them above hold their own values: a 12-character password, 240 dials."""
+    config = {**HETZNER, "kazoo:ssh": {"dialErrorLimit": 240}}
+    settings = load_settings({**config, "kazoo:masterPassword": "Abcdefgh1234"})
+    assert settings.ssh.dial_error_limit == 240
+    assert settings.master_password.get_secret_value() == "Abcdefgh1234"

@@ -99,3 +99,52 @@ def test_kazoo_logs_go_to_var_log_kazoo_in_configs_erlang_still_reads(tmp_path):
                                 'io:format("~s", [proplists:get_value(log_root, Lager)]), halt().'],
                                capture_output=True, text=True, timeout=60)
         assert check.stdout == "/var/log/kazoo", check.stdout + check.stderr
+
+
+def test_retry_tries_as_often_as_told_and_stops_at_the_first_success(tmp_path):
+    """apt, curl and the CouchDB waits lean on retry: a command failing twice then working is run
+    three times; one that never works, exactly as many times as asked, and the failure comes through."""
+    host = FakeHost(tmp_path, {"KAZOO_SKIP": ""})
+    run = host.run(
+        f"cd {tmp_path} && . /opt/kazoo-bootstrap/lib.sh && RETRY_SECONDS=0 && "
+        "flaky() { echo x >> flaky; [ $(wc -l < flaky) -ge 3 ]; }; "
+        "retry 5 flaky && echo \"flaky ran $(wc -l < flaky)\"; "
+        "never() { echo x >> never; false; }; "
+        "if retry 4 never; then echo 'never passed'; else echo \"never ran $(wc -l < never)\"; fi"
+    )
+    assert "flaky ran 3" in run.stdout and "never ran 4" in run.stdout, run.stdout + run.stderr
+
+
+def test_an_archive_that_does_not_match_its_sha256_is_never_unpacked(tmp_path):
+    """fetch_archive checks the sha256 before anything is unpacked (or the old tree removed)."""
+    import hashlib
+    import io
+    import tarfile
+
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w:gz") as tar:
+        info = tarfile.TarInfo("top/evil.sh")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"echo\n"))
+    archive = tmp_path / "tree.tar.gz"
+    archive.write_bytes(raw.getvalue())
+    good = hashlib.sha256(raw.getvalue()).hexdigest()
+    host = FakeHost(tmp_path, {"KAZOO_SKIP": ""})
+    fetch = ". /opt/kazoo-bootstrap/lib.sh && RETRY_SECONDS=0 && TREE_URL=file://{archive} TREE_SHA256={sha} && fetch_archive tree /var/tree"
+    prelude = "mkdir -p /var/tree && echo old > /var/tree/kept && "
+    bad = host.run(prelude + "(" + fetch.format(archive=archive, sha="0" * 64) + "); echo rc=$?; ls /var/tree")
+    assert "sha256 mismatch" in bad.stdout + bad.stderr
+    assert "kept" in bad.stdout and "evil.sh" not in bad.stdout  # the old tree stays, nothing unpacked
+    ok = host.run(prelude + fetch.format(archive=archive, sha=good) + " && ls /var/tree")
+    assert ok.returncode == 0 and "evil.sh" in ok.stdout and "kept" not in ok.stdout, ok.stdout + ok.stderr
+
+
+def test_pins_hold_even_against_a_newer_version_and_accounts_cannot_log_in(tmp_path):
+    """apt_preferences(5): a priority above 1000 installs the pinned version even as a downgrade (a
+    repository or the Debian archive carrying a newer one never wins). Service accounts get no shell."""
+    host = FakeHost(tmp_path, {"KAZOO_SKIP": ""})
+    run = host.run(". /opt/kazoo-bootstrap/lib.sh && FOO_REPO=debian FOO_VERSION='1.2.*' && use_source foo 'foo*' && cat /etc/apt/preferences.d/kazoo-foo && "
+                   "ensure_system_user svcfoo /nonexistent && getent passwd svcfoo")
+    assert run.returncode == 0, run.stderr
+    assert "Package: foo*\nPin: version 1.2.*\nPin-Priority: 1001\n" in run.stdout
+    assert run.stdout.strip().splitlines()[-1].endswith(":/usr/sbin/nologin")

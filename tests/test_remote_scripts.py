@@ -905,6 +905,52 @@ def test_a_file_dropped_from_the_bundle_leaves_the_rendered_tree(tmp_path):
     assert not on_host(tmp_path, site).exists()
 
 
+# What reads each file, from the software's own sources (not from configure.sh's table): both Kazoo
+# nodes read config.ini and the cookie (kazoo-configs 4.4 units: one release, one config.ini); a
+# unit's drop-in is read by systemd first (daemon-reload), then by the restarted service;
+# HAProxy reloads in place (haproxy(1): -sf); PostgreSQL's settings need a restart, and Kamailio's
+# unit Requires= it, so Kamailio goes with it.
+ONE_FILE_CHANGED = [
+    ("/etc/kazoo/config.ini", ["restart kazoo-applications.service", "restart kazoo-ecallmgr.service"], 0),
+    ("/etc/kazoo/ecallmgr.vm.args", ["restart kazoo-ecallmgr.service"], 0),
+    ("/etc/systemd/system/rabbitmq-server.service.d/kazoo.conf", ["restart rabbitmq-server.service"], 1),
+    ("/etc/systemd/system/couchdb.service.d/kazoo.conf", ["restart couchdb.service"], 1),
+    ("/etc/haproxy/haproxy.cfg", ["reload-or-restart haproxy.service"], 0),
+    ("/etc/kazoo/kamailio/postgresql.conf", ["restart postgresql.service", "restart kamailio.service"], 0),
+    ("/etc/hosts", [], 0),
+]
+
+
+@needs_root
+@pytest.mark.parametrize("path,jobs,reloads", ONE_FILE_CHANGED, ids=[p for p, _, _ in ONE_FILE_CHANGED])
+def test_one_file_changed_restarts_what_reads_it_and_nothing_else(tmp_path, monkeypatch, path, jobs, reloads):
+    ctx = context(SINGLE, "kazoo1")
+    host = push_host(tmp_path, ctx)
+    tree = stage(tmp_path, "kamailio.cfg", (upstream.tree("kamailio_configs") / "kamailio/kamailio.cfg").read_text())
+    assert host.run(f"install -D -m 0644 {tree} /etc/kazoo/kamailio/kamailio.cfg").returncode == 0  # the first boot's tree
+    first = bundle_file(tmp_path, ctx, "1")
+    real = bootstrap.bundle_files
+
+    def one_changed(c):
+        out = dict(real(c))
+        content, mode = out[bootstrap.RENDERED_DIR + path]
+        comment = "; " if path.endswith(".ini") else "# "
+        out[bootstrap.RENDERED_DIR + path] = (content + f"{comment}changed\n", mode)
+        return out
+
+    monkeypatch.setattr(bootstrap, "bundle_files", one_changed)
+    second = bundle_file(tmp_path, ctx, "2")
+    run = host.run("\n".join([HIDE_UNITS, push_line(ctx, first), 'echo "push1=$?"',
+                              "cp $STUB_STATE/systemd.json $STUB_STATE/after-first.json",
+                              push_line(ctx, second), 'echo "push2=$?"']),
+                   env=receive_env(ctx), setup=serving_setup(tmp_path, ctx))
+    assert "push1=0" in run.stdout and "push2=0" in run.stdout, run.stdout + run.stderr
+    before = json.loads((host.state / "after-first.json").read_text())
+    after = systemd(host)
+    assert after["jobs"][len(before["jobs"]):] == jobs
+    assert after["daemon_reloads"] - before["daemon_reloads"] == reloads
+
+
 @needs_root
 def test_a_unit_missing_for_an_installed_component_fails_the_push(tmp_path):
     ctx = context("aws-maximal", "app1")
