@@ -183,3 +183,26 @@ def test_couchdb_does_not_start_without_its_mount():
                                                                                 "couchdb_password": "p"}))
     dropin = files["/etc/systemd/system/couchdb.service.d/kazoo.conf"][0]
     assert "RequiresMountsFor=/srv/couchdb" in dropin
+
+
+def test_a_config_push_never_formats_the_volume(disks, tmp_path):
+    """The push's configure.sh runs data-volume.sh with --keep (review 9: without it a push formatted
+    a volume that read as blank: a re-attached one, say). A blank volume seen by a push fails it and
+    stays blank; the first boot's install-database.sh is what formats, once."""
+    from test_remote_scripts import (STATE_DIR, bundle_file, context, files, push_host, push_line, receive_env,
+                                     serving_setup)
+
+    ctx = context("hetzner-single", "kazoo1")
+    device = next(l.split("=", 1)[1] for l in files(ctx)["/etc/kazoo/data-volume.env"].splitlines()
+                  if l.startswith("DATA_DEVICE="))
+    volume = disks.make("volume", 200)
+    host = push_host(tmp_path, ctx)
+    setup = serving_setup(tmp_path, ctx)
+    run = host.run(f"mount -t tmpfs tmpfs /dev/disk/by-id && ln -s {volume} {device} && "
+                   f"mkdir -p {STATE_DIR} && touch {STATE_DIR}/done-install-database && "
+                   f'bash -c "$RECEIVE" < {bundle_file(tmp_path, ctx, "1")}',
+                   env={**receive_env(ctx), "DATA_MOUNT": str(tmp_path / "srv-couchdb"), "DATA_VOLUME_TRIES": "1",
+                        "DATA_VOLUME_WAIT": "0"}, setup=setup)
+    assert run.returncode != 0
+    assert "a push never formats" in run.stdout + run.stderr
+    assert not fs_uuid(volume)

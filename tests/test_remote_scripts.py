@@ -725,8 +725,11 @@ def test_config_push_installs_each_file_with_its_owner_and_mode_then_changes_not
         # the ruleset in force is the pushed file's: the file applied anew gives the same listing
         "nft flush ruleset && nft -f /etc/kazoo-bootstrap/files/etc/nftables.conf", nft_lines(tmp_path, "expected"),
     ])
-    run = host.run(command, env=receive_env(ctx), setup=serving_setup(tmp_path, ctx))
+    unpacked = tmp_path / "tmpdir"  # where receive-config.sh unpacks the bundle (mktemp -d)
+    unpacked.mkdir()
+    run = host.run(command, env=receive_env(ctx, TMPDIR=str(unpacked)), setup=serving_setup(tmp_path, ctx))
     assert "push1=0" in run.stdout and "push2=0" in run.stdout, run.stdout + run.stderr
+    assert not list(unpacked.iterdir())  # the unpacked bundle (this host's secrets) is gone
     rendered = rendered_files(ctx)
     first, second = stats(run.stdout, "== first"), stats(run.stdout, "== second")
     assert set(first) == set(rendered) | {bootstrap.HOST_ENV}  # host.env travels with every push

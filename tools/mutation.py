@@ -229,6 +229,9 @@ MUTANTS = [
            ("tests/test_bootstrap.py",)),
     Mutant("rabbitmq-management-port", T + "rabbitmq.conf.j2", "management.tcp.port = 15672",
            "management.tcp.port = 15673", ("tests/test_bootstrap.py::test_rabbitmq_accepts_rendered_config_and_credentials",)),
+    Mutant("push-may-format", S + "configure.sh", '"$BOOTSTRAP_DIR/data-volume.sh" --keep', '"$BOOTSTRAP_DIR/data-volume.sh"',
+           ("tests/test_data_volume.py::test_a_config_push_never_formats_the_volume",)),
+    Mutant("bundle-left-in-tmp", R + "receive-config.sh", """trap 'rm -rf "$staging"' EXIT""", "true", (PUSH_MODES,)),
     Mutant("master-password-8", C + "settings/model.py", "if not 12 <= len(text) <= 128", "if not 8 <= len(text) <= 128",
            ("tests/test_inputs.py",)),
 ]
