@@ -95,6 +95,11 @@ def test_a_blank_volume_is_formatted_once_and_its_data_kept(disks, tmp_path):
     assert "formatting the blank CouchDB volume" in first.stderr
     uuid = fs_uuid(volume)
     assert uuid
+    # mounted at boot by its filesystem's UUID, and a volume that is missing then does not drop the
+    # host into emergency mode, where no one reaches it over SSH (systemd.mount(5): nofail)
+    fstab = (tmp_path / "host0" / "ovl" / "etc" / "u" / "fstab").read_text()
+    line = next(l for l in fstab.splitlines() if l.startswith(f"UUID={uuid} "))
+    assert line.split()[1:4] == [str(tmp_path / "srv-couchdb"), "ext4", "defaults,nofail,x-systemd.device-timeout=5min"]
     # data written on it survives a second run, which formats nothing
     subprocess.run(["debugfs", "-w", "-R", "mkdir kazoo-data", volume], check=True, capture_output=True)
     second = run(tmp_path, {HETZNER_ID: volume})

@@ -1068,6 +1068,20 @@ def test_freeswitch_restarts_at_first_boot_only(tmp_path):
     assert not list(on_host(tmp_path, f"{STATE_DIR}/pending").iterdir())  # deferred to the operator, not retried
 
 
+@needs_root
+def test_a_freeswitch_tree_that_cannot_take_this_hosts_values_fails_the_push(tmp_path):
+    """freeswitch-local.sh exits 10 when it changed a file and anything else but 0 on an error: an
+    error fails the push (a FreeSWITCH left on the wrong addresses is not a success)."""
+    ctx = context("aws-maximal", "media1")
+    host = push_host(tmp_path, ctx, kazoo_units=())
+    broken = stage(tmp_path, "kazoo.conf.xml", "<configuration name=\"kazoo.conf\"><settings></configuration>\n")
+    assert host.run(f"install -D -m 0644 {broken} /etc/kazoo/freeswitch/autoload_configs/kazoo.conf.xml").returncode == 0
+    run = host.run(f"{HIDE_UNITS}\n{push_line(ctx, bundle_file(tmp_path, ctx, '1'))}", env=receive_env(ctx))
+    assert run.returncode != 0
+    assert "freeswitch-local.sh failed (1)" in run.stdout + run.stderr
+    assert "kazoo.conf.xml" in run.stdout + run.stderr  # its own words say which file
+
+
 def test_a_changed_script_changes_the_push_fingerprint(tmp_path, monkeypatch):
     """config_digest triggers the push: a script edit must reach running hosts, a comment need not
     (hosts get the scripts without their comments)."""

@@ -232,6 +232,10 @@ MUTANTS = [
     Mutant("push-may-format", S + "configure.sh", '"$BOOTSTRAP_DIR/data-volume.sh" --keep', '"$BOOTSTRAP_DIR/data-volume.sh"',
            ("tests/test_data_volume.py::test_a_config_push_never_formats_the_volume",)),
     Mutant("bundle-left-in-tmp", R + "receive-config.sh", """trap 'rm -rf "$staging"' EXIT""", "true", (PUSH_MODES,)),
+    Mutant("fstab-without-nofail", S + "data-volume.sh", "ext4 defaults,nofail,x-systemd", "ext4 defaults,x-systemd",
+           ("tests/test_data_volume.py",)),
+    Mutant("freeswitch-local-errors-ignored", S + "configure.sh", '((rc == 10)) || die "freeswitch-local.sh failed ($rc)"',
+           "true", (RS + "test_a_freeswitch_tree_that_cannot_take_this_hosts_values_fails_the_push",)),
     Mutant("master-password-8", C + "settings/model.py", "if not 12 <= len(text) <= 128", "if not 8 <= len(text) <= 128",
            ("tests/test_inputs.py",)),
 ]
