@@ -98,7 +98,7 @@ def stage_files(files: dict[str, tuple[str, str]], directory: Path) -> Path:
 PROC_WATCH = r"""
 import os, sys, time
 seen = set()
-out = open(sys.argv[1], "w")
+out = sys.stdout if sys.argv[1] == "-" else open(sys.argv[1], "w")
 while True:
     for pid in os.listdir("/proc"):
         if pid.isdigit():

@@ -405,7 +405,10 @@ def accounts_in_couchdb(host: FakeHost, ctx: HostContext) -> list[str]:
 def test_master_account_is_created_once_with_the_password_given_on_stdin(tmp_path):
     host, ctx, setup = kazoo_world(tmp_path)
     (tmp_path / "watch.py").write_text(PROC_WATCH)
-    watched = setup + f"\n{PY} {tmp_path}/watch.py {host.state}/proc-argv.log & sleep 0.2"
+    # a second sampler as nobody (its output through a file root opened): what any other account sees
+    nobody = (f'setpriv --reuid=nobody --regid=nogroup --clear-groups /usr/bin/python3 -c "$(cat {tmp_path}/watch.py)" - '
+              f"> {host.state}/nobody-argv.log 2>&1")
+    watched = setup + f"\n{PY} {tmp_path}/watch.py {host.state}/proc-argv.log & {nobody} & sleep 0.2"
     path, shim_log = argv_logging_path(tmp_path)
     run = master_account(host, ctx, watched, env={"PATH": path})
     assert run.returncode == 0, run.stderr
@@ -430,6 +433,12 @@ def test_master_account_is_created_once_with_the_password_given_on_stdin(tmp_pat
     (create,) = [c for c in sup_calls(host) if " create_account " in c]
     one_off = create.split()[-1]
     assert owner["md5"] != md5(f"{user}:{one_off}")
+    # the one-off went on sup's command line, which root saw and no other account did: /proc hid
+    # other accounts' processes while create_account ran, and showed them again after
+    others = (host.state / "nobody-argv.log").read_text()
+    assert "master-account.sh" in others and "user_auth" in sampled  # nobody saw root's processes before
+    assert one_off in sampled and one_off not in others and "create_account" not in others
+    assert any("curl" in line and "user_auth" in line for line in others.splitlines()), others  # and after
     assert state["system_config"]["accounts"]["default"]["master_account_id"] == account_id
     assert accounts_in_couchdb(host, ctx) == [account_id]  # where the next run looks
     assert not exists_on_host(tmp_path, f"{STATE_DIR}/master-account.one-off")

@@ -236,6 +236,8 @@ MUTANTS = [
            ("tests/test_data_volume.py",)),
     Mutant("freeswitch-local-errors-ignored", S + "configure.sh", '((rc == 10)) || die "freeswitch-local.sh failed ($rc)"',
            "true", (RS + "test_a_freeswitch_tree_that_cannot_take_this_hosts_values_fails_the_push",)),
+    Mutant("one-off-visible-to-all", R + "master-account.sh", "out=$(hidden kz_sup", "out=$(kz_sup",
+           (RS + "test_master_account_is_created_once_with_the_password_given_on_stdin",)),
     Mutant("master-password-8", C + "settings/model.py", "if not 12 <= len(text) <= 128", "if not 8 <= len(text) <= 128",
            ("tests/test_inputs.py",)),
 ]

@@ -22,6 +22,18 @@ kz_sup() {
   return "$rc"
 }
 
+# hidden CMD...: run CMD while /proc shows each account only its own processes (proc(5):
+# hidepid=invisible, a remount of this mount of /proc, Linux 5.8 and later), for the one secret that
+# must go on a command line (create_account's one-off password); the setting before is put back.
+hidden() {
+  local before rc=0
+  before=$(findmnt -n -o OPTIONS /proc | tr ',' '\n' | grep '^hidepid=' || echo hidepid=off)
+  mount -o remount,hidepid=invisible /proc
+  "$@" || rc=$?
+  mount -o "remount,$before" /proc
+  return "$rc"
+}
+
 # The same, failing on an Erlang error term too: sup can exit 0 and print {error,...}.
 kz_sup_checked() {
   local out rc=0

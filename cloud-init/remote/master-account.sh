@@ -5,7 +5,8 @@
 # Usage: master-account.sh NAME REALM USER [API_URL]   (password on stdin)
 #
 # crossbar_maintenance:create_account/4 takes the password as an argument, which `sup` would show in
-# the process list. So the account is created with a one-off random password, and crossbar's own
+# the process list. So the account is created with a one-off random password, while /proc hides the
+# processes of other accounts from each other (lib.sh hidden), and crossbar's own
 # API then sets the real one, sent on curl's stdin (kazoo 4.3 applications/crossbar/doc:
 # user_authentication.md `PUT /v2/user_auth` with md5("user:password") credentials, users.md
 # `PATCH /v2/accounts/{ACCOUNT_ID}/users/{USER_ID}`); the one-off password stops working then.
@@ -48,7 +49,8 @@ else
     one_off=$(head -c 24 /dev/urandom | md5sum | cut -d' ' -f1)
     (umask 077 && printf '%s\n' "$one_off" > "$pending")
     rc=0
-    out=$(kz_sup crossbar_maintenance create_account "$name" "$realm" "$user" "$one_off" 2>&1) || rc=$?
+    # the one-off is on sup's command line: no other account sees those processes meanwhile
+    out=$(hidden kz_sup crossbar_maintenance create_account "$name" "$realm" "$user" "$one_off" 2>&1) || rc=$?
     # create_account returns ok or failed (sup exits 2 on failed)
     if ((rc != 0)) || [[ $out == *failed* ]]; then rm -f "$pending"; die "create_account $name: $out"; fi
   fi
