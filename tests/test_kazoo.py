@@ -153,7 +153,7 @@ def test_ecallmgr_view_follows_the_installed_release(tmp_path):
     through)."""
     ours = files("aws-maximal", Role.APPLICATION)
     dropin = ours["/etc/systemd/system/kazoo-ecallmgr.service.d/kazoo.conf"]
-    assert "ExecStartPre=+/opt/kazoo-bootstrap/ecallmgr-view.sh" in dropin and "Restart=on-failure" in dropin
+    assert "ExecStartPre=+/opt/kazoo-bootstrap/ecallmgr-view.sh --start" in dropin and "Restart=on-failure" in dropin
     host = FakeHost(tmp_path, {"KAZOO_SKIP": ""})
     release = "/opt/kazoo/releases/0.0.0"
     setup = (f"install -m 0755 {CLOUD_INIT_DIR}/scripts/ecallmgr-view.sh /opt/kazoo-bootstrap/ && "
@@ -174,7 +174,9 @@ def test_ecallmgr_view_follows_the_installed_release(tmp_path):
                    "cat /opt/kazoo-ecallmgr/releases/4.4.1/kazoo.boot && grep -c 4.4.1 /opt/kazoo-ecallmgr/bin/kazoo && "
                    "test ! -e /opt/kazoo-ecallmgr/releases/0.0.0 && echo 'old view gone' && "
                    "rm /opt/kazoo/releases/4.4.1/kazoo_ecallmgr.boot && /opt/kazoo-bootstrap/ecallmgr-view.sh && "
-                   "test ! -e /etc/kazoo/ecallmgr.env && echo 'env gone'")
+                   "test ! -e /etc/kazoo/ecallmgr.env && echo 'env gone' && "
+                   # before a start, the same release fails it, saying why (ecallmgr would die on 24517)
+                   "if /opt/kazoo-bootstrap/ecallmgr-view.sh --start; then echo 'started anyway'; fi")
     assert run.returncode == 0, run.stdout + run.stderr
     before, after = run.stdout.split("== after")
     after, bumped = after.split("== bumped")
@@ -184,4 +186,7 @@ def test_ecallmgr_view_follows_the_installed_release(tmp_path):
     assert after.splitlines()[1] == "v2"
     # review2 N4: the view follows the version the start script boots, not a hard-coded 0.0.0
     assert bumped.split()[:3] == ["v3", "1", "old"]
-    assert "env gone" in bumped and "no kazoo_ecallmgr.boot" in run.stderr
+    assert "env gone" in bumped and "no kazoo_ecallmgr.boot" not in run.stderr  # (its words name the path)
+    assert "WARNING: the kazoo package has no /opt/kazoo/releases/4.4.1/kazoo_ecallmgr.boot" in run.stderr
+    assert "started anyway" not in bumped
+    assert "ERROR: the kazoo package has no /opt/kazoo/releases/4.4.1/kazoo_ecallmgr.boot" in run.stderr

@@ -8,6 +8,8 @@
 # $REL_DIR/$REL_NAME.boot). The view is root's, and so is what it was made from (the fingerprint in
 # the bootstrap's root-only state directory): this runs as root, and must write nowhere kazoo could
 # plant a symlink. ecallmgr's logs go to /var/log/kazoo (lager log_root, install-application.sh).
+# Usage: ecallmgr-view.sh [--start]   (--start: before ecallmgr starts; a release without the boot
+# file then fails the start)
 set -euo pipefail
 # shellcheck source=lib.sh
 . /opt/kazoo-bootstrap/lib.sh
@@ -20,7 +22,11 @@ vsn=${vsn:-0.0.0}
 release=/opt/kazoo/releases/$vsn
 if [ ! -f "$release/kazoo_ecallmgr.boot" ]; then
   rm -f "$env"
-  log "WARNING: the kazoo package has no kazoo_ecallmgr.boot: ecallmgr boots kazoo.boot and its media proxy may collide with kazoo_apps' on 24517"
+  missing="the kazoo package has no $release/kazoo_ecallmgr.boot: ecallmgr would boot kazoo.boot, whose kazoo_media binds 24517 beside kazoo_apps' and stops it (openkazoo-kazoo4-builder build-kazoo.sh); install a kazoo build that ships it"
+  # Before a start (the unit's ExecStartPre, --start): ecallmgr fails here, saying why, rather than
+  # dying on eaddrinuse. At install: a warning, so the bootstrap goes on and kazoo_apps runs.
+  [ "${1:-}" != --start ] || die "$missing"
+  log "WARNING: $missing"
   exit 0
 fi
 # What the view is made of: the start script, the boot file and the release's file names.
