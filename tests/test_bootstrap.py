@@ -235,11 +235,14 @@ def test_rabbitmq_accepts_rendered_config_and_credentials(tmp_path):
         "RABBITMQ_NODENAME": "kazootest@localhost",
         "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
         "ERL_EPMD_ADDRESS": "127.0.0.1",
+        "ERL_CRASH_DUMP": str(tmp_path / "erl_crash.dump"),  # never into the repository
     }
     # Debian's /usr/sbin wrappers switch to the rabbitmq user and reset the environment: use the real ones.
     bin_dir = Path("/usr/lib/rabbitmq/bin")
     ctl = [str(bin_dir / "rabbitmqctl"), "-n", "kazootest@localhost"]
-    server = subprocess.Popen([str(bin_dir / "rabbitmq-server")], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # (in tmp_path: a VM that dies writes its erl_crash.dump into its working directory)
+    server = subprocess.Popen([str(bin_dir / "rabbitmq-server")], env=env, cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 90
         while True:
