@@ -134,9 +134,22 @@ def _no_internal_port_from_internet(args: ResourceValidationArgs, report: Report
 NO_CONFIG_SSH_PREFIX = {4: 16, 6: 48}
 # A bastion is one machine (or its NAT): entries wider than this allow no SSH.
 BASTION_PREFIX = {4: 24, 6: 56}
-# A range wider than one of these is "the internet" for the API rule: 0.0.0.0/1 + 128.0.0.0/2 + ...
-# opens it as surely as 0.0.0.0/0 (an /8 is the largest block a single organisation holds).
+# A rule's sources holding more public addresses than one of these blocks are "the internet" for the
+# API rule: 0.0.0.0/1 + 128.0.0.0/2 + ... opens it as surely as 0.0.0.0/0 (a /8 is the largest block
+# one organisation holds; private ranges do not count). Per rule: AWS rules name one range each.
 WORLD_PREFIX = {4: 8, 6: 32}
+PRIVATE_RANGES = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")]
+
+
+def _internet_sized(cidrs: list[str]) -> bool:
+    nets = [ipaddress.ip_network(c, strict=False) for c in cidrs]
+    for version, prefix in WORLD_PREFIX.items():
+        public = [n for n in ipaddress.collapse_addresses([n for n in nets if n.version == version])]
+        size = sum(n.num_addresses - sum(min(n.num_addresses, p.num_addresses) for p in PRIVATE_RANGES
+                                         if p.version == version and n.overlaps(p)) for n in public)
+        if size > 2 ** ((32 if version == 4 else 128) - prefix):
+            return True
+    return False
 
 
 def _ssh_only_from_admin_cidrs(args: ResourceValidationArgs, report: ReportViolation) -> None:
@@ -164,11 +177,9 @@ def _api_open_to_world_only_over_tls(args: ResourceValidationArgs, report: Repor
     for rule in ingress_rules(args.resource_type, args.props):
         for port, what in ((8000, "crossbar"), (80, "Monster UI")):
             if rule.covers(port, port, protocol="tcp") and rule.role == "application":
-                world = [c for c in rule.internet
-                         if (n := ipaddress.ip_network(c, strict=False)).prefixlen < WORLD_PREFIX[n.version]]
-                if world:
-                    report(f"{what} ({port}, plain HTTP) open to {world[0]}: a world-open API must be HTTPS "
-                           "(set dns.zone: the cloud's load balancer terminates TLS)")
+                if _internet_sized(rule.internet):
+                    report(f"{what} ({port}, plain HTTP) open to {', '.join(rule.internet)}: a world-open API must be "
+                           "HTTPS (set dns.zone: the cloud's load balancer terminates TLS)")
 
 
 DATA_VOLUMES = {"aws:ebs/volume:Volume": "tags", "hcloud:index/volume:Volume": "labels"}

@@ -139,7 +139,8 @@ REFUSED = [
     (HETZNER, {"carrierCidrs": ["::ffff:0:0/96"]}, "kazoo:carrierCidrs[0]"),
     (HETZNER, {"carrierCidrs": ["0.0.0.0/16"]}, "kazoo:carrierCidrs[0]"),
     (HETZNER, {"carrierCidrs": ["10.20.1.0/24"]}, "kazoo:carrierCidrs"),
-    (HETZNER, {"ssh": {"bastion": "127.0.0.1"}}, "kazoo:ssh.bastion"),
+    (HETZNER, {"ssh": {"bastion": "127.0.0.1"}}, "kazoo:ssh.bastionCidr"),  # a tunnel: where does SSH come from?
+    (HETZNER, {"ssh": {"bastion": "169.254.169.254"}}, "kazoo:ssh.bastion"),
     (HETZNER, {"ssh": {"bastion": "[::]:22"}}, "kazoo:ssh.bastion"),
     # ... digits and letters that are not ASCII
     (HETZNER, {"sources": {"kazoo": {"version": "\u0661:4.4.0"}}}, "kazoo:sources.kazoo.version"),
@@ -216,6 +217,8 @@ ACCEPTED = [
     {"masterAccount": {"name": "Reseller-1", "realm": "sip.reseller.example.com", "user": "admin.ops"}},
     {"carrierCidrs": ["192.0.2.0/24", "2001:db8:1::/48"]},
     {"adminCidrs": ["10.0.0.0/8", "2001:db8::/32"]},  # as wide as an admin list may be
+    {"adminCidrs": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]},  # every private range: not the internet
+    {"ssh": {"bastion": "127.0.0.1:2222", "bastionCidr": "198.51.100.9/32"}},  # an ssh -L tunnel to the bastion
 ]
 
 

@@ -151,6 +151,10 @@ def test_a_world_open_api_is_https_only():
     assert violations(name, HC_FIREWALL, hc_firewall("application", ("tcp", "8000", pieces)))
     assert violations(name, AWS_RULE, aws_rule("application", 8000, "2000::/3"))
     assert violations(name, AWS_RULE, aws_rule("application", 8000, "10.0.0.0/8")) == []  # one organisation's /8
+    many = [f"{i}.0.0.0/8" for i in range(1, 100)]  # a /8 each, the internet together (review 10)
+    assert violations(name, HC_FIREWALL, hc_firewall("application", ("tcp", "8000", many)))
+    private = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]  # private ranges are not the internet
+    assert violations(name, HC_FIREWALL, hc_firewall("application", ("tcp", "8000", private))) == []
     # a stack that opens its API to the world with dns.zone passes (crossbar behind the balancer)
     result = run_stack_file("aws-maximal", {"dns": {"zone": "aws.voip.example.com"}, "apiCidrs": ["0.0.0.0/0"]})
     for r in result.registrations:

@@ -6,6 +6,13 @@ set -euo pipefail
 staging=${1:?usage: apply-config.sh STAGING_DIR}
 opt=/opt/kazoo-bootstrap etc=/etc/kazoo-bootstrap
 
+# A firewall ruleset nft cannot load stops the push before anything moves: nftables.service would
+# load nothing at the next boot and leave the host open, the metadata service included.
+if ! nft -c -f "$staging$etc/files/etc/nftables.conf"; then
+  echo "apply-config.sh: ERROR: nft rejects the new firewall ruleset: nothing installed" >&2
+  exit 1
+fi
+
 install -d -m 0755 "$opt/remote"
 while IFS= read -r -d '' script; do
   install -m 0755 "$script" "$opt/${script#"$staging/opt/kazoo-bootstrap/"}"
@@ -19,7 +26,8 @@ mv "$etc/files.new" "$etc/files"
 rm -rf "$etc/files.old"
 
 # This host's values as today's plan has them (host.env: sources, Monster UI, the API's address),
-# in place before any script reads them. (A bundle of an older program has none: the old one stays.)
+# in place before any script reads them. Installed here only, never by configure.sh, so it is in no
+# manifest of installed files: a bundle of an older program (which has none) leaves it alone.
 if [ -f "$etc/files$etc/host.env" ] && ! cmp -s "$etc/files$etc/host.env" "$etc/host.env"; then
   install -m 0600 -o root -g root "$etc/files$etc/host.env" "$etc/host.env"
 fi

@@ -25,14 +25,14 @@ kz_sup() {
 # hidden CMD...: run CMD while /proc shows each account only its own processes (proc(5):
 # hidepid=invisible, a remount of this mount of /proc, Linux 5.8 and later), for the one secret that
 # must go on a command line (create_account's one-off password); the setting before is put back.
-hidden() {
-  local before rc=0
+# A remount that fails fails the command (it does not run in the open); in a subshell whose EXIT trap
+# puts the setting back however the command ends.
+hidden() (
   before=$(findmnt -n -o OPTIONS /proc | tr ',' '\n' | grep '^hidepid=' || echo hidepid=off)
-  mount -o remount,hidepid=invisible /proc
-  "$@" || rc=$?
-  mount -o "remount,$before" /proc
-  return "$rc"
-}
+  mount -o remount,hidepid=invisible /proc || { echo "could not hide processes (hidepid): not run" >&2; exit 1; }
+  trap 'mount -o "remount,$before" /proc' EXIT
+  "$@"
+)
 
 # The same, failing on an Erlang error term too: sup can exit 0 and print {error,...}.
 kz_sup_checked() {

@@ -79,7 +79,8 @@ install_file() {
 }
 
 # A ruleset nft cannot load never reaches /etc/nftables.conf: nftables.service would load nothing at
-# the next boot and leave the host open, the metadata service included. Checked before any file moves.
+# the next boot and leave the host open, the metadata service included. Checked before any file moves
+# here (the first boot), as apply-config.sh checks a push's before it unpacks anything.
 nft -c -f "$FILES/etc/nftables.conf" || die "nft rejects the new firewall ruleset: nothing installed"
 
 if [ "${1:-}" = firewall ]; then
@@ -92,6 +93,8 @@ fi
 
 installed=()
 while IFS= read -r -d '' file; do
+  # host.env is apply-config.sh's to install (before any script reads it), and never removed
+  [ "$file" != "$FILES$ETC_DIR/host.env" ] || continue
   install_file "$file"
   installed+=("${file#"$FILES"}")
 done < <(find "$FILES" -type f -print0 | sort -z)
@@ -182,13 +185,19 @@ serving() {
     *) return 0 ;;
   esac
 }
+# A restart whose service did not come to serve leaves a mark (unserved-<service>): the next run,
+# a retried push, waits for it again before it goes on, even with nothing left to restart.
 wait_serving() {
-  local n
+  local n mark="$STATE_DIR/unserved-$1"
   [ -z "${KAZOO_FIRST_BOOT:-}${KAZOO_FIRST_START:-}" ] || return 0
   for ((n = 1; n <= ${SERVE_TRIES:-150}; n++)); do
-    serving "$1" 2>/dev/null && return 0
+    if serving "$1" 2>/dev/null; then
+      rm -f "$mark"
+      return 0
+    fi
     sleep "${SERVE_SECONDS:-2}"
   done
+  touch "$mark"
   return 1
 }
 
@@ -206,7 +215,12 @@ if [ -e "$PENDING/kamailio" ] && systemctl is-active --quiet kamailio && ! kamai
 fi
 for service in $ORDER; do
   [[ $held == *" $service "* ]] && continue
-  [ -e "$PENDING/$service" ] || continue
+  if [ ! -e "$PENDING/$service" ]; then
+    if [ -e "$STATE_DIR/unserved-$service" ] && ! wait_serving "$service"; then
+      failed+=("$service (restarted by an earlier run, still not serving after ${SERVE_TRIES:-150} tries)")
+    fi
+    continue
+  fi
   if skipped "$(component_of "$service")"; then
     rm -f "$PENDING/$service"
     continue
@@ -242,9 +256,11 @@ for service in $ORDER; do
     rm -f "$PENDING/$service"
     restarted+="$service "
     if ! wait_serving "$service"; then
-      failed+=("$service (restarted, not serving after $((${SERVE_TRIES:-150} * ${SERVE_SECONDS:-2})) s)")
+      failed+=("$service (restarted, not serving after ${SERVE_TRIES:-150} tries)")
     fi
   else
+    # what the unit said (an ExecStartPre's reason, say) goes where `pulumi up` shows it
+    journalctl -u "$service" -n 3 --no-pager -o cat 2>/dev/null | sed "s/^/  $service: /" >&2 || true
     failed+=("$service")
   fi
 done

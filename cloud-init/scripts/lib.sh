@@ -196,8 +196,12 @@ install_monster_ui() {
   local config=$dir/js/config.js
   apt_install nginx
   if [ "$(cat "$mark" 2>/dev/null)" != "$MONSTER_UI_SHA256" ] || [ ! -f "$config" ]; then
-    fetch_archive monster_ui "$dir"
-    [ -f "$config" ] || die "the Monster UI archive has no js/config.js"
+    # unpacked beside the running build, which stays until the new one has what it needs
+    fetch_archive monster_ui "$dir.new"
+    [ -f "$dir.new/js/config.js" ] || { rm -rf "$dir.new"; die "the Monster UI archive has no js/config.js"; }
+    rm -rf "$dir.old"
+    if [ -d "$dir" ]; then mv "$dir" "$dir.old"; fi
+    mv "$dir.new" "$dir" && rm -rf "$dir.old"
     printf '%s\n' "$MONSTER_UI_SHA256" > "$mark"
     log "Monster UI from $MONSTER_UI_URL"
   fi

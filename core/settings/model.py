@@ -96,11 +96,14 @@ class SshSettings(Model):
 
     @model_validator(mode="after")
     def _bastion_source(self) -> "SshSettings":
-        if self.bastion and self.bastion_cidr is None and not _is_ip(self.bastion_address[0]):
-            raise SettingsError(
-                f"{NAMESPACE}:ssh.bastionCidr: needed when ssh.bastion is a name ({self.bastion_address[0]}): "
-                "the address the hosts see the bastion's SSH come from, for their firewalls"
-            )
+        if self.bastion and self.bastion_cidr is None:
+            host = self.bastion_address[0]
+            if not _is_ip(host) or ipaddress.ip_address(host).is_loopback:
+                what = "a name" if not _is_ip(host) else "a tunnel's local end"
+                raise SettingsError(
+                    f"{NAMESPACE}:ssh.bastionCidr: needed when ssh.bastion is {what} ({host}): "
+                    "the address the hosts see the bastion's SSH come from, for their firewalls"
+                )
         return self
 
     @property
@@ -136,7 +139,7 @@ def parse_bastion(value: str) -> tuple[str, int]:
         if ":" not in host:
             raise ValueError(f"{value!r}: brackets hold an IPv6 address")
         try:
-            host_name(host)  # no %scope, nothing unroutable
+            host_name(host, loopback=True)  # no %scope, nothing unroutable but a tunnel's local end
         except ValueError as err:
             raise ValueError(f"{value!r}: brackets hold an IPv6 address ({err})") from None
     else:
@@ -144,7 +147,7 @@ def parse_bastion(value: str) -> tuple[str, int]:
         if value.count(":") > 1:
             raise ValueError(f"{value!r}: write an IPv6 bastion in brackets, like [2001:db8::1]:22")
         port_text = port_text if ":" in value else "22"
-        host_name(host)
+        host_name(host, loopback=True)
     if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
         raise ValueError(f"{value!r} has a port that is not a number from 1 to 65535")
     return host, int(port_text)

@@ -39,14 +39,16 @@ def dns_name(value: str, what: str = "a lower-case DNS name like voip.example.co
     return value
 
 
-def host_name(value: str) -> str:
-    """A host for a connection: a DNS name or an IP address (v6 without brackets, no %scope)."""
+def host_name(value: str, loopback: bool = False) -> str:
+    """A host for a connection: a DNS name or an IP address (v6 without brackets, no %scope); a
+    loopback address only where `loopback` (an SSH tunnel's local end)."""
     try:
         address = _address(value)
     except ValueError:
         return dns_name(value, "a host name or an IP address")
-    if _unroutable(ipaddress.ip_network(address)):
-        raise ValueError(f"{_show(value)} is a {_unroutable(ipaddress.ip_network(address))} address, not a host to reach")
+    kind = _unroutable(ipaddress.ip_network(address))
+    if kind and not (loopback and address.is_loopback):
+        raise ValueError(f"{_show(value)} is a {kind} address, not a host to reach")
     return value
 
 
@@ -134,11 +136,23 @@ def cidr(value: str) -> str:
     return str(net)
 
 
+# Private ranges (RFC 1918, shared address space RFC 6598, unique local RFC 4193): not the internet,
+# so an admin list naming all of a company's internal networks is not "open to the world".
+_PRIVATE = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")]
+
+
 def covered(cidrs: list[str]) -> dict[int, int]:
-    """How many addresses the ranges hold together, per IP version (overlaps counted once)."""
+    """How many public addresses the ranges hold together, per IP version (overlaps counted once,
+    private ranges not counted)."""
     nets = [ipaddress.ip_network(c) for c in cidrs]
-    return {v: sum(n.num_addresses for n in ipaddress.collapse_addresses([n for n in nets if n.version == v]))
-            for v in (4, 6)}
+    counts = {}
+    for version in (4, 6):
+        merged = list(ipaddress.collapse_addresses([n for n in nets if n.version == version]))
+        private = [p for p in _PRIVATE if p.version == version]
+        counts[version] = sum(
+            n.num_addresses - sum(min(n.num_addresses, p.num_addresses) for p in private if n.overlaps(p))
+            for n in merged)
+    return counts
 
 
 # More than a /8 of IPv4 or a /32 of IPv6 (one ISP's allocation): as good as the whole internet.
