@@ -156,7 +156,7 @@ def test_vm_args_keep_every_upstream_line(ctx):
 def test_the_cookie_is_only_in_its_cookie_file(ctx):
     """Not in debconf, host.env, the ini, the args file or the unit: only $HOME/.erlang.cookie
     (user-data and pushed bundle)."""
-    config = yaml.safe_load(decode_user_data(encode_user_data(render_user_data(ctx))))
+    config = yaml.safe_load(decode_user_data(encode_user_data(render_user_data(ctx), ctx.settings.cloud.value)))
     holding = {f["path"] for f in config["write_files"] if COOKIE in f["content"]}
     assert holding == {RENDERED_DIR + COOKIE_FILE}
     bundle = {path for path, (content, _) in bundle_files(ctx).items() if COOKIE in content}

@@ -946,7 +946,8 @@ ONE_FILE_CHANGED = [
     ("/etc/systemd/system/rabbitmq-server.service.d/kazoo.conf", ["restart rabbitmq-server.service"], 1),
     ("/etc/systemd/system/couchdb.service.d/kazoo.conf", ["restart couchdb.service"], 1),
     ("/etc/haproxy/haproxy.cfg", ["reload-or-restart haproxy.service"], 0),
-    ("/etc/kazoo/kamailio/postgresql.conf", ["restart postgresql.service", "restart kamailio.service"], 0),
+    # Kamailio goes with PostgreSQL (Requires=), once: not restarted again on its own
+    ("/etc/kazoo/kamailio/postgresql.conf", ["restart postgresql.service"], 0),
     ("/etc/hosts", [], 0),
 ]
 
@@ -979,6 +980,10 @@ def test_one_file_changed_restarts_what_reads_it_and_nothing_else(tmp_path, monk
     after = systemd(host)
     assert after["jobs"][len(before["jobs"]):] == jobs
     assert after["daemon_reloads"] - before["daemon_reloads"] == reloads
+    restarted = {u for u, r in after["units"].items() if r["restarts"] != before["units"].get(u, {}).get("restarts", 0)}
+    expected = {j.split()[-1] for j in jobs} | ({"kamailio.service"} if "postgresql" in path else set())
+    assert restarted == expected
+    assert all(after["units"][u]["restarts"] - before["units"].get(u, {}).get("restarts", 0) == 1 for u in restarted)
 
 
 @needs_root
@@ -1083,7 +1088,8 @@ def test_a_configuration_kamailio_rejects_never_stops_the_running_proxy(tmp_path
     (host.state / "kamailio-rejects").unlink()
     third = host.run(f"{HIDE_UNITS}\n{push_line(changed, bundle)}", env=receive_env(changed))
     assert third.returncode == 0, third.stderr
-    assert systemd(host)["jobs"][jobs:] == ["restart postgresql.service", "restart kamailio.service"]
+    assert systemd(host)["jobs"][jobs:] == ["restart postgresql.service"]  # Kamailio with it (Requires=), once
+    assert systemd(host)["propagated"][-1] == "restart kamailio.service (Requires=postgresql.service)"
 
 
 @needs_root

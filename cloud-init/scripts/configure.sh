@@ -242,6 +242,14 @@ for service in $ORDER; do
     failed+=("$service (no such unit)")
     continue
   fi
+  # Kamailio's unit Requires= PostgreSQL: systemd restarted it with PostgreSQL just now
+  # (systemd.unit(5)), already with its new files. A second restart would drop SIP a second time.
+  if [ "$service" = kamailio ] && [[ $restarted == *" postgresql "* ]] && systemctl is-active --quiet kamailio; then
+    log "kamailio restarted with postgresql (Requires=)"
+    rm -f "$PENDING/$service"
+    restarted+="$service "
+    continue
+  fi
   action=$(action_of "$service")
   if [ "$action" = wait ]; then
     log "$service waits for the CouchDB cluster (the kazoo-start step starts it)"
