@@ -138,7 +138,6 @@ BASTION_PREFIX = {4: 24, 6: 56}
 # API rule: 0.0.0.0/1 + 128.0.0.0/2 + ... opens it as surely as 0.0.0.0/0 (a /8 is the largest block
 # one organisation holds; private ranges do not count). Per rule: AWS rules name one range each.
 WORLD_PREFIX = {4: 8, 6: 32}
-PRIVATE_RANGES = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")]
 
 
 def _internet_sized(cidrs: list[str]) -> bool:

@@ -805,6 +805,24 @@ def test_a_grown_plan_reaches_hosts_and_firewall_and_restarts_nothing(tmp_path):
 
 
 @needs_root
+def test_host_env_is_never_removed_as_a_file_dropped_from_the_bundle(tmp_path):
+    """apply-config.sh installs host.env; configure.sh neither installs nor removes it, even where an
+    earlier version listed it among the files it installed (review 11: the next push deleted it, and
+    every script after it failed)."""
+    ctx = context("aws-maximal", "app1")
+    host = push_host(tmp_path, ctx)
+    bundle = bundle_file(tmp_path, ctx, "1")
+    manifest = f"{STATE_DIR}/installed-files"
+    run = host.run("\n".join([HIDE_UNITS, push_line(ctx, bundle), 'echo "push1=$?"',
+                              f"grep -c host.env {manifest} || true", f"echo /etc/kazoo-bootstrap/host.env >> {manifest}",
+                              push_line(ctx, bundle), 'echo "push2=$?"']),
+                   env=receive_env(ctx), setup=serving_setup(tmp_path, ctx))
+    assert "push1=0" in run.stdout and "push2=0" in run.stdout, run.stdout + run.stderr
+    assert run.stdout.splitlines()[run.stdout.splitlines().index("push1=0") + 1] == "0"  # not in today's manifest
+    assert on_host(tmp_path, "/etc/kazoo-bootstrap/host.env").read_text() == bootstrap.host_env(ctx)
+
+
+@needs_root
 def test_a_ruleset_nft_rejects_is_never_installed(tmp_path, monkeypatch):
     """A ruleset that does not load must not reach /etc/nftables.conf, where nftables.service would
     load nothing at the next boot (no firewall, the metadata service open to every account). The push

@@ -105,6 +105,7 @@ MANIFEST="$STATE_DIR/installed-files"
 if [ -f "$MANIFEST" ]; then
   while IFS= read -r old; do
     [[ " ${installed[*]} " == *" $old "* ]] && continue
+    [ "$old" != "$ETC_DIR/host.env" ] || continue  # apply-config.sh's (an earlier version listed it)
     [ -e "$old" ] || continue
     rm -f "$old"
     log "removed $old (no longer in the configuration)"
@@ -209,20 +210,22 @@ restarted=" "
 # runs only once the old process is stopped. Asked before anything restarts: the unit Requires=
 # postgresql, so restarting PostgreSQL restarts Kamailio too (systemd.unit(5)); both wait, marks kept.
 held=""
+invocation() { systemctl show -p InvocationID --value "$1" 2>/dev/null || true; }
+kamailio_was=$(invocation kamailio)  # its run before this one's restarts ("" when it never ran)
 if [ -e "$PENDING/kamailio" ] && systemctl is-active --quiet kamailio && ! kamailio_config_ok; then
   held=" postgresql kamailio "
   failed+=("kamailio (kamailio -c rejects the new configuration; the running one stays, PostgreSQL's restart waits)")
 fi
 for service in $ORDER; do
   [[ $held == *" $service "* ]] && continue
+  if skipped "$(component_of "$service")"; then
+    rm -f "$PENDING/$service" "$STATE_DIR/unserved-$service"
+    continue
+  fi
   if [ ! -e "$PENDING/$service" ]; then
     if [ -e "$STATE_DIR/unserved-$service" ] && ! wait_serving "$service"; then
       failed+=("$service (restarted by an earlier run, still not serving after ${SERVE_TRIES:-150} tries)")
     fi
-    continue
-  fi
-  if skipped "$(component_of "$service")"; then
-    rm -f "$PENDING/$service"
     continue
   fi
   if [ "$service" = kamailio-tls ]; then
@@ -242,9 +245,11 @@ for service in $ORDER; do
     failed+=("$service (no such unit)")
     continue
   fi
-  # Kamailio's unit Requires= PostgreSQL: systemd restarted it with PostgreSQL just now
-  # (systemd.unit(5)), already with its new files. A second restart would drop SIP a second time.
-  if [ "$service" = kamailio ] && [[ $restarted == *" postgresql "* ]] && systemctl is-active --quiet kamailio; then
+  # Kamailio's unit Requires= PostgreSQL: restarting PostgreSQL restarted it (systemd.unit(5)), with
+  # its new files. `start` waits for that job (systemctl restart returned once PostgreSQL's was done);
+  # a new invocation id proves it ran. A second restart would drop SIP a second time.
+  if [ "$service" = kamailio ] && [[ $restarted == *" postgresql "* ]] && [ -n "$kamailio_was" ] &&
+    systemctl start kamailio && [ "$(invocation kamailio)" != "$kamailio_was" ]; then
     log "kamailio restarted with postgresql (Requires=)"
     rm -f "$PENDING/$service"
     restarted+="$service "
@@ -268,7 +273,7 @@ for service in $ORDER; do
     fi
   else
     # what the unit said (an ExecStartPre's reason, say) goes where `pulumi up` shows it
-    journalctl -u "$service" -n 3 --no-pager -o cat 2>/dev/null | sed "s/^/  $service: /" >&2 || true
+    journalctl -u "$service" -n 10 --no-pager -o cat 2>/dev/null | sed "s/^/  $service: /" >&2 || true
     failed+=("$service")
   fi
 done

@@ -24,7 +24,8 @@ if [ ! -f "$release/kazoo_ecallmgr.boot" ]; then
   rm -f "$env"
   missing="the kazoo package has no $release/kazoo_ecallmgr.boot: ecallmgr would boot kazoo.boot, whose kazoo_media binds 24517 beside kazoo_apps' and stops it (openkazoo-kazoo4-builder build-kazoo.sh); install a kazoo build that ships it"
   # Before a start (the unit's ExecStartPre, --start): ecallmgr fails here, saying why, rather than
-  # dying on eaddrinuse. At install: a warning, so the bootstrap goes on and kazoo_apps runs.
+  # dying on eaddrinuse, and so does the configuration run that starts it (the first boot included:
+  # a platform without ecallmgr places no call). At install: a warning, and install goes on.
   [ "${1:-}" != --start ] || die "$missing"
   log "WARNING: $missing"
   exit 0

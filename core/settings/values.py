@@ -136,9 +136,9 @@ def cidr(value: str) -> str:
     return str(net)
 
 
-# Private ranges (RFC 1918, shared address space RFC 6598, unique local RFC 4193): not the internet,
-# so an admin list naming all of a company's internal networks is not "open to the world".
-_PRIVATE = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")]
+# Private ranges (RFC 1918, unique local RFC 4193): not the internet, so an admin list naming all of
+# a company's internal networks is not "open to the world" (the policy pack counts the same way).
+_PRIVATE = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")]
 
 
 def covered(cidrs: list[str]) -> dict[int, int]:
