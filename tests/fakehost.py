@@ -65,6 +65,10 @@ bash -c "$KAZOO_COMMAND"
             "PATH": f"{STUBS}:{os.environ['PATH']}",
             "STUB_STATE": str(self.state),
             "KAZOO_COMMAND": command,
+            # configure.sh's wait for a restarted CouchDB/crossbar (150 tries, 2 s apart on a host): the
+            # stand-ins answer at once, so a test that lets one be missing fails in 10 s, not at the
+            # run's timeout (a test of the wait itself sets its own)
+            "SERVE_TRIES": "20", "SERVE_SECONDS": "0.5",
             **({"KAZOO_SETUP": setup} if setup is not None else {}),
             **(env or {}),
         }

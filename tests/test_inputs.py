@@ -80,6 +80,8 @@ REFUSED = [
     (HETZNER, {"carrierCidrs": ["0.0.0.0/0"]}, "kazoo:carrierCidrs"),
     (HETZNER, {"carrierCidrs": ["10.0.0.0/8"]}, "kazoo:carrierCidrs"),
     (HETZNER, {"carrierCidrs": ["2001:db8::/16"]}, "kazoo:carrierCidrs"),
+    (HETZNER, {"carrierCidrs": ["198.50.0.0/15"]}, "kazoo:carrierCidrs"),  # public, just wider than /16
+    (HETZNER, {"carrierCidrs": ["2001:db8::/31"]}, "kazoo:carrierCidrs"),  # just wider than /32
     (HETZNER, {"adminCidrs": ["0.0.0.0/1", "128.0.0.0/1"]}, "kazoo:adminCidrs"),
     (HETZNER, {"adminCidrs": ["::/0"]}, "kazoo:adminCidrs"),
     (HETZNER, {"adminCidrs": ["203.0.113.0/24", "203.0.113.0/24"]}, "kazoo:adminCidrs"),
