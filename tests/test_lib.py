@@ -141,10 +141,24 @@ def test_an_archive_that_does_not_match_its_sha256_is_never_unpacked(tmp_path):
 
 def test_pins_hold_even_against_a_newer_version_and_accounts_cannot_log_in(tmp_path):
     """apt_preferences(5): a priority above 1000 installs the pinned version even as a downgrade (a
-    repository or the Debian archive carrying a newer one never wins). Service accounts get no shell."""
+    repository or the Debian archive carrying a newer one never wins), as the real apt decides it: a
+    local repository offers foo 1.2.3 and 1.3.0, 1.3.0 is installed, and apt's candidate is still the
+    pinned 1.2.3. Service accounts get no shell."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    stanza = ("Package: foo\nVersion: {v}\nArchitecture: all\nMaintainer: t <t@example.com>\n"
+              "Filename: ./foo_{v}_all.deb\nSize: 1\nSHA256: {h}\nDescription: a test package\n")
+    (repo / "Packages").write_text("\n".join(stanza.format(v=v, h="0" * 64) for v in ("1.2.3", "1.3.0")))
+    (tmp_path / "test.list").write_text(f"deb [trusted=yes] file:{repo} ./\n")
+    apt = (f"-o Dir::Etc::sourcelist={tmp_path}/test.list -o Dir::Etc::sourceparts=- -o Dir::State::status={tmp_path}/status "
+           "-o APT::Sandbox::User=root")  # (the repository is in a directory only root reaches)
+    # dpkg's status: 1.3.0 installed (the newer one, from before the pin)
+    (tmp_path / "status").write_text("Package: foo\nStatus: install ok installed\nVersion: 1.3.0\nArchitecture: all\n"
+                                      "Maintainer: t <t@example.com>\nDescription: a test package\n")
     host = FakeHost(tmp_path, {"KAZOO_SKIP": ""})
-    run = host.run(". /opt/kazoo-bootstrap/lib.sh && FOO_REPO=debian FOO_VERSION='1.2.*' && use_source foo 'foo*' && cat /etc/apt/preferences.d/kazoo-foo && "
-                   "ensure_system_user svcfoo /nonexistent && getent passwd svcfoo")
-    assert run.returncode == 0, run.stderr
-    assert "Package: foo*\nPin: version 1.2.*\nPin-Priority: 1001\n" in run.stdout
+    run = host.run(f"apt-get {apt} -q update; . /opt/kazoo-bootstrap/lib.sh && "
+                   "FOO_REPO=debian FOO_VERSION='1.2.*' && use_source foo 'foo*' && "
+                   f"apt-cache {apt} policy foo && ensure_system_user svcfoo /nonexistent && getent passwd svcfoo")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Installed: 1.3.0" in run.stdout and "Candidate: 1.2.3" in run.stdout, run.stdout
     assert run.stdout.strip().splitlines()[-1].endswith(":/usr/sbin/nologin")
