@@ -688,6 +688,20 @@ def test_a_node_that_refuses_add_node_is_not_taken_for_a_member(tmp_path):
 
 
 @needs_root
+def test_a_node_that_connects_late_is_waited_for(tmp_path):
+    """finish_cluster answers 500 "waiting for nodes to connect" while a node is still starting
+    (setup.erl wait_connected/0); the script tries again (up to 5 times) instead of failing."""
+    cluster = Cluster(tmp_path)
+    late = f"couchdb@{cluster.nodes[2].fqdn}"
+    run, seen = cluster.run(3, env={"FAKE_COUCHDB_LATE": f"{late}:2.5"})
+    assert run.returncode == 0, run.stderr
+    assert "finish_cluster: not every node is connected yet (1/5)" in run.stderr
+    finishes = [e["status"] for e in seen if e.get("action") == "finish_cluster"]
+    assert finishes[0] == 500 and finishes[-1] == 201, finishes
+    members = [f"couchdb@{n.fqdn}" for n in cluster.nodes[:3]]
+    assert membership(run.stdout) == {"all_nodes": members, "cluster_nodes": members}
+
+
 def test_a_node_with_another_cookie_is_caught(tmp_path):
     """add_node hands the coordinator's cookie to the node in memory only (setup.erl receive_cookie):
     the cluster forms, and falls apart at the node's next start. The next run says so."""

@@ -64,6 +64,11 @@ LOCKOUT_MSG = "Account is temporarily locked due to multiple authentication fail
 LOGGED_FIELDS = ("action", "host", "port", "remote_node", "node_count")
 # test_util:wait/1 as setup.erl wait_connected/0 uses it: 5 s (FAKE_COUCHDB_WAIT shortens it in tests)
 CONNECT_WAIT = float(os.environ.get("FAKE_COUCHDB_WAIT", "5"))
+# FAKE_COUCHDB_LATE=<node>:<seconds>: that node's distribution answers only that long after the first
+# attempt to reach it, as a node still starting (its VM up, its Erlang distribution not yet reachable):
+# finish_cluster then meets what setup.erl wait_connected/0 reports when a node does not connect in time.
+LATE_NODE, _, LATE_SECONDS = os.environ.get("FAKE_COUCHDB_LATE", "").rpartition(":")
+FIRST_CONTACT: list[float] = []
 
 
 class Refused(Exception):
@@ -380,6 +385,10 @@ class Node:
         return sorted(names)
 
     def handle_dist(self, op: str, body: dict) -> dict:
+        if self.name == LATE_NODE:
+            FIRST_CONTACT[:] = FIRST_CONTACT or [time.monotonic()]
+            if time.monotonic() - FIRST_CONTACT[0] < float(LATE_SECONDS):
+                raise HttpError(503, "dist", "not connected yet")
         # distribution handshake: both ends must hold the same cookie
         if body.get("cookie") != self.cookie:
             raise HttpError(403, "dist", "cookie mismatch")
