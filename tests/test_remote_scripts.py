@@ -182,11 +182,12 @@ def couchdb_setup(tmp: Path, ctx: HostContext, etc: str = "/opt/couchdb/etc") ->
 CROSSBAR = f"{PY} {STUBS}/fake_crossbar.py start"
 
 
-def serving_setup(tmp: Path, ctx: HostContext) -> str:
-    """The host's CouchDB and crossbar answering, as after a restart that worked: a later push
-    waits for them before it ends (configure.sh wait_serving), so the next host of the role goes on."""
+def serving_setup(tmp: Path, ctx: HostContext, after: float = 0) -> str:
+    """The host's CouchDB and crossbar answering, as after a restart that worked (`after` seconds
+    from now, as a restarted service takes its time): a later push waits for them before it ends
+    (configure.sh wait_serving), so the next host of the role goes on."""
     roles = {r.value for r in ctx.host.roles}
-    lines = ["set -e"]
+    lines = ["set -e"] + ([f"sleep {after}"] if after else [])
     if "database" in roles:
         lines.append(couchdb_setup(tmp, ctx, etc="/var/lib/serving-couchdb/etc"))  # /var: the fake host's overlay
     if "application" in roles:
@@ -856,6 +857,7 @@ def test_a_ruleset_nft_rejects_is_never_installed(tmp_path, monkeypatch):
     assert (host.state / "after").read_text() == (host.state / "before").read_text()
 
 
+MONSTER_UI_URL = "https://example.com/monster-ui.tar.gz"
 # Monster UI's js/config.js as its tree has it (2600hz/monster-ui src/js/config.js: `api: { default:
 # 'http://localhost:8000/v2/' ...}`), in a tarball with one top folder like a GitHub archive.
 MONSTER_CONFIG_JS = "define(function(require){\n\treturn {\n\t\tapi: {\n\t\t\tdefault: 'http://localhost:8000/v2/' // could be formatted like http://api.server.net:8000/v2/\n\t\t}\n\t};\n});\n"
@@ -875,9 +877,10 @@ def monster_ui_archive(tmp: Path) -> tuple[Path, str]:
     return path, hashlib.sha256(raw.getvalue()).hexdigest()
 
 
-def monster_ui_shims(tmp: Path, host: FakeHost, archive: Path, nginx_installed: bool) -> dict:
+def monster_ui_shims(tmp: Path, host: FakeHost, archive: Path, nginx_installed: bool, url: str = MONSTER_UI_URL) -> dict:
     """PATH for a push that installs Monster UI without a network: dpkg-query says nginx is missing
-    until apt-get installs it (which adds its unit), curl serves `archive`."""
+    until apt-get installs it (which adds its unit), curl serves `archive` at `url` and leaves every
+    other request (the push's checks of CouchDB and crossbar) to the real curl."""
     shims = tmp / "shims"
     shims.mkdir()
     if nginx_installed:
@@ -889,8 +892,8 @@ def monster_ui_shims(tmp: Path, host: FakeHost, archive: Path, nginx_installed: 
         '#!/bin/bash\necho "apt-get $*" >> "$STUB_STATE/calls.log"\n'
         'if [[ " $* " == *" nginx "* ]]; then touch "$STUB_STATE/nginx-installed"; echo nginx.service >> "$STUB_STATE/units"; fi\n')
     (shims / "curl").write_text(
-        '#!/bin/bash\nout="" url=""\nwhile [ $# -gt 0 ]; do case $1 in -o) out=$2; shift 2 ;; -*) shift ;; *) url=$1; shift ;; esac; done\n'
-        f'echo "curl $url" >> "$STUB_STATE/calls.log"\n[ -n "$out" ] && cp {archive} "$out" || exec /usr/bin/curl "$@"\n')
+        '#!/bin/bash\nargs=("$@") out="" url=""\nwhile [ $# -gt 0 ]; do case $1 in -o) out=$2; shift 2 ;; -*) shift ;; *) url=$1; shift ;; esac; done\n'
+        f'[ "$url" = {url} ] || exec /usr/bin/curl "${{args[@]}}"\necho "curl $url" >> "$STUB_STATE/calls.log"\ncp {archive} "$out"\n')
     for shim in shims.iterdir():
         shim.chmod(0o755)
     return {"PATH": f"{shims}:{STUBS}:{REAL_PATH}"}
@@ -902,7 +905,7 @@ def test_monster_ui_added_to_a_running_stack_is_installed_by_the_push_and_follow
     never installed (the push failed: no such unit), and config.js kept the API address of the first
     boot when dns.zone came later. The push now installs nginx and the build, and rewrites the address."""
     archive, sha = monster_ui_archive(tmp_path)
-    ui = {"monsterUi": {"url": "https://example.com/monster-ui.tar.gz", "sha256": sha}}
+    ui = {"monsterUi": {"url": MONSTER_UI_URL, "sha256": sha}}
     without = context("aws-maximal", "app1")
     with_ui = context("aws-maximal", "app1", {"sources": ui})
     with_names = context("aws-maximal", "app1", {"sources": ui, "dns": {"zone": "voip.example.com"}})
@@ -920,20 +923,20 @@ def test_monster_ui_added_to_a_running_stack_is_installed_by_the_push_and_follow
     assert not config_js.exists() and not any(c.startswith("apt-get") for c in host.calls)
     push(with_ui, "2")
     assert any(c.startswith("apt-get") and c.endswith(" nginx") for c in host.calls)
-    assert host.calls.count("curl https://example.com/monster-ui.tar.gz") == 1
+    assert host.calls.count(f"curl {MONSTER_UI_URL}") == 1
     assert "default: 'http://198.51.100.7:8000/v2/'" in config_js.read_text()  # this host's public address
     assert "reload-or-restart nginx.service" in systemd(host)["jobs"]
     # dns.zone: the API moves behind the load balancer; the same build is not fetched again
     push(with_names, "3")
     assert f"default: 'https://api.{with_names.settings.domain}/v2/'" in config_js.read_text()
-    assert host.calls.count("curl https://example.com/monster-ui.tar.gz") == 1
+    assert host.calls.count(f"curl {MONSTER_UI_URL}") == 1
     assert on_host(tmp_path, "/etc/kazoo-bootstrap/host.env").read_text() == bootstrap.host_env(with_names)
 
 
 @needs_root
 def test_a_file_dropped_from_the_bundle_leaves_the_rendered_tree(tmp_path):
     archive, sha = monster_ui_archive(tmp_path)
-    with_ui = context("aws-maximal", "app1", {"sources": {"monsterUi": {"url": "https://example.com/monster-ui.tar.gz",
+    with_ui = context("aws-maximal", "app1", {"sources": {"monsterUi": {"url": MONSTER_UI_URL,
                                                                         "sha256": sha}}})
     without = context("aws-maximal", "app1")
     site = "/etc/nginx/sites-enabled/monster-ui.conf"
@@ -1059,8 +1062,8 @@ def test_a_push_ends_only_once_couchdb_and_crossbar_serve_again(tmp_path):
     assert restarts == 1  # waited for, not restarted again
     # a new configuration with both answering, CouchDB after a few seconds (as after a restart): waited for
     changed = context(SINGLE, "kazoo1", {"roles": {"database": {"q": 4}}})  # a new 10-kazoo.ini: CouchDB restarts
-    slow = serving_setup(tmp_path, changed).replace(f"{PY} {STUBS}/fake_couchdb.py start", f"sleep 3 && {PY} {STUBS}/fake_couchdb.py start")
-    later = host.run(f"{HIDE_UNITS}\n({slow.replace('set -e', '')}) >/dev/null 2>&1 &\n"
+    slow = serving_setup(tmp_path, changed, after=3)
+    later = host.run(f"{HIDE_UNITS}\n({slow}) >/dev/null 2>&1 &\n"
                      f"{push_line(changed, bundle_file(tmp_path, changed, '2'))}",
                      env=receive_env(changed, SERVE_TRIES="30", SERVE_SECONDS="0.5"))
     assert later.returncode == 0, later.stdout + later.stderr

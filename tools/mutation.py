@@ -201,7 +201,7 @@ MUTANTS = [
     Mutant("retried-push-waits-for-nothing", S + "configure.sh",
            'if [ -e "$STATE_DIR/unserved-$service" ] && ! wait_serving "$service"; then', "if false; then",
            (RS + "test_a_push_ends_only_once_couchdb_and_crossbar_serve_again",)),
-    Mutant("serving-asked-once", S + "configure.sh", "for ((n = 1; n <= ${SERVE_TRIES:-150}; n++)); do",
+    Mutant("serving-asked-once", S + "configure.sh", "for ((n = 1; n <= SERVE_TRIES; n++)); do",
            "for ((n = 1; n <= 1; n++)); do", (RS + "test_a_push_ends_only_once_couchdb_and_crossbar_serve_again",)),
     Mutant("kamailio-restarted-twice", S + "configure.sh",
            'systemctl start kamailio && [ "$(invocation kamailio)" != "$kamailio_was" ]; then', "false; then",

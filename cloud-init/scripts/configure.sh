@@ -188,15 +188,16 @@ serving() {
 }
 # A restart whose service did not come to serve leaves a mark (unserved-<service>): the next run,
 # a retried push, waits for it again before it goes on, even with nothing left to restart.
+SERVE_TRIES=${SERVE_TRIES:-150} SERVE_SECONDS=${SERVE_SECONDS:-2}
 wait_serving() {
   local n mark="$STATE_DIR/unserved-$1"
   [ -z "${KAZOO_FIRST_BOOT:-}${KAZOO_FIRST_START:-}" ] || return 0
-  for ((n = 1; n <= ${SERVE_TRIES:-150}; n++)); do
+  for ((n = 1; n <= SERVE_TRIES; n++)); do
     if serving "$1" 2>/dev/null; then
       rm -f "$mark"
       return 0
     fi
-    sleep "${SERVE_SECONDS:-2}"
+    sleep "$SERVE_SECONDS"
   done
   touch "$mark"
   return 1
@@ -224,7 +225,7 @@ for service in $ORDER; do
   fi
   if [ ! -e "$PENDING/$service" ]; then
     if [ -e "$STATE_DIR/unserved-$service" ] && ! wait_serving "$service"; then
-      failed+=("$service (restarted by an earlier run, still not serving after ${SERVE_TRIES:-150} tries)")
+      failed+=("$service (restarted by an earlier run, still not serving after $SERVE_TRIES tries)")
     fi
     continue
   fi
@@ -269,7 +270,7 @@ for service in $ORDER; do
     rm -f "$PENDING/$service"
     restarted+="$service "
     if ! wait_serving "$service"; then
-      failed+=("$service (restarted, not serving after ${SERVE_TRIES:-150} tries)")
+      failed+=("$service (restarted, not serving after $SERVE_TRIES tries)")
     fi
   else
     # what the unit said (an ExecStartPre's reason, say) goes where `pulumi up` shows it
